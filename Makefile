@@ -1,0 +1,41 @@
+# fedcrm — one command to set up and run each thing, from a fresh clone.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.fedcrm-installed
+DEMO_OUT ?= runs/demo
+
+export FLWR_TELEMETRY_ENABLED := 0
+export FLWR_DISABLE_UPDATE_CHECK := 1
+export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+$(PY):
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (fedcrm needs Python 3.11)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, pinned: the CPU build of 2.13.0 is on this kind of machine; any other
+# version would pull a multi-GB CUDA build. The project's range admits 2.13.0.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	@touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/fedcrm demo --out $(DEMO_OUT)
+
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check fedcrm tests benchmarks
+	$(VENV)/bin/ruff format --check fedcrm tests benchmarks
+
+bench: setup
+	$(PY) -m benchmarks.run_all
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

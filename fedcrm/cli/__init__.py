@@ -1,0 +1,10 @@
+"""The ``fedcrm`` command line: a thin edge over the library.
+
+Domain errors (:class:`fedcrm.errors.FedcrmError`) become one-line messages and a non-zero
+exit code here; nothing below this package prints.
+"""
+
+from fedcrm.cli import data_commands as _data_commands  # registers generate/validate/import
+from fedcrm.cli.app import app, main
+
+__all__ = ["app", "main"]

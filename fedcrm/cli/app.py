@@ -1,0 +1,61 @@
+"""The Typer application and its error edge."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+import typer
+from rich.logging import RichHandler
+
+from fedcrm.cli.console import err_console
+from fedcrm.errors import FedcrmError
+
+__all__ = ["app", "main", "user_errors"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+app = typer.Typer(
+    name="fedcrm",
+    help="Privacy-preserving federated analytics for retail CRM.",
+    no_args_is_help=True,
+    add_completion=False,
+    # Locals may hold customer records: never render them in a traceback.
+    pretty_exceptions_show_locals=False,
+)
+
+
+def user_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn a :class:`FedcrmError` into a one-line message and exit code 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except FedcrmError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(code=1) from None
+
+    return wrapper
+
+
+@app.callback()
+def _configure(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
+) -> None:
+    level = logging.DEBUG if verbose else getattr(logging, os.environ.get("FEDCRM_LOG_LEVEL", "WARNING"))
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False, rich_tracebacks=False)],
+        force=True,
+    )
+
+
+def main() -> None:
+    """Entry point of the ``fedcrm`` script."""
+    app()

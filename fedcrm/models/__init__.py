@@ -1,0 +1,1 @@
+"""Features, labels and (later) the churn and preference models."""

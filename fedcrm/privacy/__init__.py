@@ -1,0 +1,1 @@
+"""The store's privacy boundary: consent filtering and de-identification (DP follows)."""

@@ -1,0 +1,1 @@
+"""The synthetic retail chain: fedcrm's embedded default data."""
