@@ -1,0 +1,1 @@
+"""Store data: the contract, validation, loading, writing and import of real files."""
