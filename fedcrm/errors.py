@@ -2,6 +2,8 @@
 
 Every error a user can cause derives from :class:`FedcrmError`; the CLI turns those into a
 one-line message and a non-zero exit code. Anything else is a bug and keeps its traceback.
+Run-time warnings about a weaker privacy guarantee use :class:`PrivacyWarning`, so that they can
+be filtered, escalated to errors or asserted on as one category.
 
 Tree::
 
@@ -14,6 +16,10 @@ Tree::
     └── PrivacyError             the privacy boundary refused to let data through
         ├── ConsentError         consent ledger cannot decide / purpose unknown
         └── DeidentificationError a column is not covered by the de-identification policy
+
+    UserWarning
+    └── PrivacyWarning           a weaker privacy guarantee is in effect (linkage on, a
+                                 key file readable by others, a quasi-identifier kept)
 
 Messages never carry personal data: they name files, rows, fields and counts, not values of
 identifying columns.
@@ -37,6 +43,7 @@ __all__ = [
     "ImportMappingError",
     "OutputExistsError",
     "PrivacyError",
+    "PrivacyWarning",
 ]
 
 
@@ -81,3 +88,11 @@ class ConsentError(PrivacyError):
 
 class DeidentificationError(PrivacyError):
     """De-identification refused: a column is not covered by the policy (fail closed)."""
+
+
+class PrivacyWarning(UserWarning):
+    """A run proceeds with a weaker privacy guarantee than the default (see the message).
+
+    Issued with :func:`warnings.warn`, never raised: federation linkage switched on, a key file
+    readable by other users, a de-identification policy that keeps a quasi-identifier as it is.
+    """

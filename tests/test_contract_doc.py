@@ -13,7 +13,9 @@ def test_every_column_is_documented_with_its_kind_and_class():
     for table in TABLES.values():
         assert f"### `{table.name}`" in DOC
         for column in table.columns:
-            row = f"| `{column.name}` | {column.kind.value} | {'yes' if column.required else 'no'} |"
+            row = (
+                f"| `{column.name}` | {column.kind.value} | {'yes' if column.required else 'no'} |"
+            )
             assert row in DOC, f"{table.name}.{column.name} is missing or stale in the doc"
             assert column.identifier.value in DOC
 

@@ -4,7 +4,8 @@ Domain errors (:class:`fedcrm.errors.FedcrmError`) become one-line messages and 
 exit code here; nothing below this package prints.
 """
 
-from fedcrm.cli import data_commands as _data_commands  # registers generate/validate/import
+from fedcrm.cli import data_commands as _data_commands  # noqa: F401 - registers generate/validate/import
+from fedcrm.cli import pipeline_commands as _pipeline_commands  # noqa: F401 - registers prepare/demo
 from fedcrm.cli.app import app, main
 
 __all__ = ["app", "main"]

@@ -37,7 +37,9 @@ def user_errors(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except FedcrmError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            err_console.print(
+                f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True
+            )
             raise typer.Exit(code=1) from None
 
     return wrapper
@@ -47,7 +49,11 @@ def user_errors(command: Callable[P, R]) -> Callable[P, R]:
 def _configure(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
 ) -> None:
-    level = logging.DEBUG if verbose else getattr(logging, os.environ.get("FEDCRM_LOG_LEVEL", "WARNING"))
+    level = (
+        logging.DEBUG
+        if verbose
+        else getattr(logging, os.environ.get("FEDCRM_LOG_LEVEL", "WARNING"))
+    )
     logging.basicConfig(
         level=level,
         format="%(message)s",

@@ -26,7 +26,7 @@ def generate(
     ),
     seed: int = typer.Option(7, "--seed", help="Random seed; the same seed gives the same chain."),
     start: str = typer.Option("2023-01-01", "--start", help="First day of history."),
-    end: str = typer.Option("2025-12-31", "--end", help="End of history (exclusive)."),
+    end: str = typer.Option("2026-01-01", "--end", help="End of history (exclusive)."),
     fmt: str = typer.Option("parquet", "--format", help="Table format: parquet or csv."),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
 ) -> None:
@@ -48,8 +48,12 @@ def generate(
         table.add_column(col, justify="left" if col in ("store", "format") else "right")
     for s in summary.stores:
         table.add_row(
-            s.store_id, s.format, f"{s.customers:,}", f"{s.transactions:,}",
-            f"{s.interactions:,}", f"{s.consent_events:,}",
+            s.store_id,
+            s.format,
+            f"{s.customers:,}",
+            f"{s.transactions:,}",
+            f"{s.interactions:,}",
+            f"{s.consent_events:,}",
         )
     out_console.print(table)
     out_console.print(f"{summary.total_rows:,} rows in {summary.seconds:.1f} s")
@@ -136,12 +140,22 @@ def import_(
         "(recorded in the ledger and the audit trail).",
     ),
     out: Path = typer.Option(..., "--out", help="Directory of store directories to create."),
-    date_format: str | None = typer.Option(None, "--date-format", help="strftime format of timestamps."),
-    store_column: str | None = typer.Option(None, "--store-column", help="Source column naming the store."),
-    stores: int | None = typer.Option(None, "--stores", min=1, help="Split customers into N stores by hash."),
-    encoding: str | None = typer.Option(None, "--encoding", help="Source text encoding (default UTF-8)."),
+    date_format: str | None = typer.Option(
+        None, "--date-format", help="strftime format of timestamps."
+    ),
+    store_column: str | None = typer.Option(
+        None, "--store-column", help="Source column naming the store."
+    ),
+    stores: int | None = typer.Option(
+        None, "--stores", min=1, help="Split customers into N stores by hash."
+    ),
+    encoding: str | None = typer.Option(
+        None, "--encoding", help="Source text encoding (default UTF-8)."
+    ),
     skip_invalid_rows: bool = typer.Option(
-        False, "--skip-invalid-rows", help="Drop rows that break the contract (counted) instead of failing."
+        False,
+        "--skip-invalid-rows",
+        help="Drop rows that break the contract (counted) instead of failing.",
     ),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
 ) -> None:

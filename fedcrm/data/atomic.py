@@ -26,9 +26,8 @@ def atomic_directory(target: Path, *, overwrite: bool = False) -> Iterator[Path]
     directory is replaced silently.
     """
     target = Path(target)
-    if target.exists() and not overwrite:
-        if not target.is_dir() or any(target.iterdir()):
-            raise OutputExistsError(f"{target}: already exists; choose another path or use --force")
+    if target.exists() and not overwrite and (not target.is_dir() or any(target.iterdir())):
+        raise OutputExistsError(f"{target}: already exists; choose another path or use --force")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     try:

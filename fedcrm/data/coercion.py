@@ -15,7 +15,7 @@ import pandas as pd
 
 from fedcrm.data.contract import ColumnKind
 
-__all__ = ["Coerced", "coerce_column", "TIMESTAMP_FORMAT_HELP"]
+__all__ = ["TIMESTAMP_FORMAT_HELP", "Coerced", "coerce_column"]
 
 TIMESTAMP_FORMAT_HELP = "ISO 8601, e.g. 2025-03-01 or 2025-03-01 14:05:00"
 
@@ -34,7 +34,9 @@ class Coerced:
 def _text(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
     if pd.api.types.is_float_dtype(raw.dtype) or pd.api.types.is_integer_dtype(raw.dtype):
         # Parquet with numeric ids: render without a trailing ".0".
-        as_text = raw.map(lambda v: None if pd.isna(v) else (f"{v:.0f}" if float(v).is_integer() else str(v)))
+        as_text = raw.map(
+            lambda v: None if pd.isna(v) else (f"{v:.0f}" if float(v).is_integer() else str(v))
+        )
         s = as_text.astype("str")
     else:
         s = raw.astype("str")
@@ -99,13 +101,17 @@ def _coerce_int(raw: pd.Series) -> Coerced:
 def _coerce_bool(raw: pd.Series) -> Coerced:
     if pd.api.types.is_bool_dtype(raw.dtype):
         missing = raw.isna().to_numpy()
-        return Coerced(raw.fillna(False).astype("bool"), missing, np.zeros(len(raw), dtype=bool), "true/false")
+        return Coerced(
+            raw.fillna(False).astype("bool"), missing, np.zeros(len(raw), dtype=bool), "true/false"
+        )
     text, missing = _text(raw)
     lowered = text.str.lower()
     is_true = lowered.isin(_TRUE).to_numpy()
     is_false = lowered.isin(_FALSE).to_numpy()
     invalid = ~missing & ~is_true & ~is_false
-    return Coerced(pd.Series(is_true, index=raw.index, dtype="bool"), missing, invalid, "true/false")
+    return Coerced(
+        pd.Series(is_true, index=raw.index, dtype="bool"), missing, invalid, "true/false"
+    )
 
 
 _COERCERS: dict[ColumnKind, Callable[[pd.Series], Coerced]] = {

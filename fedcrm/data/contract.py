@@ -12,7 +12,7 @@ time), ``FLOAT`` → ``float64``, ``INT`` → ``int64``, ``BOOL`` → ``bool``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 __all__ = [
     "CONSENTS",
@@ -47,7 +47,7 @@ KNOWN_CHANNELS: tuple[str, ...] = (
 )
 
 
-class ColumnKind(str, Enum):
+class ColumnKind(StrEnum):
     ID = "id"
     TEXT = "text"
     TIMESTAMP = "timestamp"
@@ -57,7 +57,7 @@ class ColumnKind(str, Enum):
     BOOL = "bool"
 
 
-class IdentifierClass(str, Enum):
+class IdentifierClass(StrEnum):
     """How identifying a column is, which decides its default de-identification."""
 
     CUSTOMER_KEY = "customer_key"  # the store-local customer id: becomes a keyed pseudonym
@@ -119,20 +119,94 @@ CUSTOMERS = TableContract(
     name="customers",
     key=("customer_id",),
     columns=(
-        Column("customer_id", _K.ID, "Store-local customer id (kept as text).", identifier=_I.CUSTOMER_KEY),
+        Column(
+            "customer_id",
+            _K.ID,
+            "Store-local customer id (kept as text).",
+            identifier=_I.CUSTOMER_KEY,
+        ),
         Column("name", _K.TEXT, "Full name.", required=False, nullable=True, identifier=_I.DIRECT),
-        Column("mobile", _K.TEXT, "Mobile phone number.", required=False, nullable=True, identifier=_I.DIRECT),
-        Column("email", _K.TEXT, "E-mail address.", required=False, nullable=True, identifier=_I.DIRECT),
-        Column("national_id", _K.TEXT, "National ID number (e.g. 18-digit resident ID).", required=False, nullable=True, identifier=_I.DIRECT),
-        Column("birth_date", _K.DATE, "Date of birth.", required=False, nullable=True, identifier=_I.QUASI),
-        Column("gender", _K.TEXT, "Gender as recorded (F/M/other/unknown).", required=False, nullable=True, identifier=_I.QUASI),
-        Column("address", _K.TEXT, "Street address.", required=False, nullable=True, identifier=_I.DIRECT),
+        Column(
+            "mobile",
+            _K.TEXT,
+            "Mobile phone number.",
+            required=False,
+            nullable=True,
+            identifier=_I.DIRECT,
+        ),
+        Column(
+            "email", _K.TEXT, "E-mail address.", required=False, nullable=True, identifier=_I.DIRECT
+        ),
+        Column(
+            "national_id",
+            _K.TEXT,
+            "National ID number (e.g. 18-digit resident ID).",
+            required=False,
+            nullable=True,
+            identifier=_I.DIRECT,
+        ),
+        Column(
+            "birth_date",
+            _K.DATE,
+            "Date of birth.",
+            required=False,
+            nullable=True,
+            identifier=_I.QUASI,
+        ),
+        Column(
+            "gender",
+            _K.TEXT,
+            "Gender as recorded (F/M/other/unknown).",
+            required=False,
+            nullable=True,
+            identifier=_I.QUASI,
+        ),
+        Column(
+            "address",
+            _K.TEXT,
+            "Street address.",
+            required=False,
+            nullable=True,
+            identifier=_I.DIRECT,
+        ),
         Column("city", _K.TEXT, "City.", required=False, nullable=True, identifier=_I.QUASI),
-        Column("postcode", _K.TEXT, "Postal code (kept as text).", required=False, nullable=True, identifier=_I.QUASI),
-        Column("member_tier", _K.TEXT, "Loyalty tier (e.g. regular/silver/gold/platinum).", required=False, nullable=True),
-        Column("joined_at", _K.TIMESTAMP, "When the customer joined the store's membership.", identifier=_I.QUASI),
-        Column("age_band", _K.TEXT, "Already generalised age band (e.g. from an import).", required=False, nullable=True, identifier=_I.QUASI),
-        Column("region", _K.TEXT, "Already generalised region (e.g. from an import).", required=False, nullable=True, identifier=_I.QUASI),
+        Column(
+            "postcode",
+            _K.TEXT,
+            "Postal code (kept as text).",
+            required=False,
+            nullable=True,
+            identifier=_I.QUASI,
+        ),
+        Column(
+            "member_tier",
+            _K.TEXT,
+            "Loyalty tier (e.g. regular/silver/gold/platinum).",
+            required=False,
+            nullable=True,
+        ),
+        Column(
+            "joined_at",
+            _K.TIMESTAMP,
+            "When the customer joined the store's membership.",
+            identifier=_I.QUASI,
+        ),
+        Column(
+            "age_band",
+            _K.TEXT,
+            "Already generalised age band (e.g. from an import).",
+            required=False,
+            nullable=True,
+            identifier=_I.QUASI,
+        ),
+        Column(
+            "region",
+            _K.TEXT,
+            "Already generalised region (e.g. from an import).",
+            required=False,
+            nullable=True,
+            identifier=_I.QUASI,
+        ),
     ),
 )
 
@@ -140,16 +214,44 @@ TRANSACTIONS = TableContract(
     name="transactions",
     key=("transaction_id",),
     columns=(
-        Column("transaction_id", _K.ID, "Unique id of the line (one row per purchased line).", identifier=_I.RECORD_KEY),
-        Column("customer_id", _K.ID, "Store-local customer id; must exist in customers.", identifier=_I.CUSTOMER_KEY),
+        Column(
+            "transaction_id",
+            _K.ID,
+            "Unique id of the line (one row per purchased line).",
+            identifier=_I.RECORD_KEY,
+        ),
+        Column(
+            "customer_id",
+            _K.ID,
+            "Store-local customer id; must exist in customers.",
+            identifier=_I.CUSTOMER_KEY,
+        ),
         Column("timestamp", _K.TIMESTAMP, "Time of purchase (store-local time)."),
         Column("amount", _K.FLOAT, "Amount paid for the line, after discount; >= 0."),
         Column("quantity", _K.INT, "Units bought; >= 1."),
-        Column("category", _K.TEXT, "Product category; '/' separates hierarchy levels.", required=False, nullable=True),
+        Column(
+            "category",
+            _K.TEXT,
+            "Product category; '/' separates hierarchy levels.",
+            required=False,
+            nullable=True,
+        ),
         Column("product_id", _K.TEXT, "Product (SKU) id.", required=False, nullable=True),
-        Column("channel", _K.TEXT, "Sales channel (pos, app, mini_program, web, live_stream, partner, ...).", required=False, nullable=True),
+        Column(
+            "channel",
+            _K.TEXT,
+            "Sales channel (pos, app, mini_program, web, live_stream, partner, ...).",
+            required=False,
+            nullable=True,
+        ),
         Column("store_id", _K.TEXT, "Store or partner that made the sale."),
-        Column("discount", _K.FLOAT, "Discount granted on the line, in currency; >= 0.", required=False, nullable=True),
+        Column(
+            "discount",
+            _K.FLOAT,
+            "Discount granted on the line, in currency; >= 0.",
+            required=False,
+            nullable=True,
+        ),
     ),
 )
 
@@ -157,11 +259,22 @@ INTERACTIONS = TableContract(
     name="interactions",
     required=False,
     columns=(
-        Column("customer_id", _K.ID, "Store-local customer id; must exist in customers.", identifier=_I.CUSTOMER_KEY),
+        Column(
+            "customer_id",
+            _K.ID,
+            "Store-local customer id; must exist in customers.",
+            identifier=_I.CUSTOMER_KEY,
+        ),
         Column("timestamp", _K.TIMESTAMP, "Time of the interaction."),
         Column("kind", _K.TEXT, "One of: " + ", ".join(INTERACTION_KINDS) + "."),
         Column("category", _K.TEXT, "Category concerned, if any.", required=False, nullable=True),
-        Column("score", _K.FLOAT, "Rating or satisfaction score, if any.", required=False, nullable=True),
+        Column(
+            "score",
+            _K.FLOAT,
+            "Rating or satisfaction score, if any.",
+            required=False,
+            nullable=True,
+        ),
     ),
 )
 
@@ -169,11 +282,20 @@ CONSENTS = TableContract(
     name="consents",
     key=(),  # an append-only ledger: events, not entities
     columns=(
-        Column("customer_id", _K.ID, "Store-local customer id; must exist in customers.", identifier=_I.CUSTOMER_KEY),
+        Column(
+            "customer_id",
+            _K.ID,
+            "Store-local customer id; must exist in customers.",
+            identifier=_I.CUSTOMER_KEY,
+        ),
         Column("purpose", _K.TEXT, "One of: " + ", ".join(PURPOSES) + "."),
         Column("granted", _K.BOOL, "True for a grant, false for a refusal or revocation."),
         Column("timestamp", _K.TIMESTAMP, "When the event was recorded."),
-        Column("source", _K.TEXT, "Where it was recorded (pos_signup, app_privacy_center, import-declaration, ...)."),
+        Column(
+            "source",
+            _K.TEXT,
+            "Where it was recorded (pos_signup, app_privacy_center, import-declaration, ...).",
+        ),
         Column("policy_version", _K.TEXT, "Version of the privacy notice the customer saw."),
     ),
 )

@@ -69,7 +69,11 @@ class StoreLayout:
         """
         if table not in TABLES:
             raise KeyError(f"unknown table {table!r}; valid: {', '.join(TABLES)}")
-        found = [self.root / f"{table}{s}" for s in TABLE_SUFFIXES if (self.root / f"{table}{s}").is_file()]
+        found = [
+            self.root / f"{table}{s}"
+            for s in TABLE_SUFFIXES
+            if (self.root / f"{table}{s}").is_file()
+        ]
         if len(found) > 1:
             names = " and ".join(p.name for p in found)
             raise DataError(f"{self.root}: table '{table}' exists twice ({names}); keep one")

@@ -50,7 +50,9 @@ def read_raw_table(path: Path) -> RawTable:
             skipinitialspace=False,
         )
     except (pd.errors.ParserError, csv.Error) as exc:
-        return RawTable(name, None, [Finding(name, None, None, f"malformed CSV: {_first_line(exc)}")])
+        return RawTable(
+            name, None, [Finding(name, None, None, f"malformed CSV: {_first_line(exc)}")]
+        )
     frame.columns = [str(c).strip() for c in frame.columns]
     dupes = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
     if dupes:
@@ -65,7 +67,9 @@ def _read_parquet(path: Path) -> RawTable:
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
-        return RawTable(name, None, [Finding(name, None, None, f"unreadable Parquet: {_first_line(exc)}")])
+        return RawTable(
+            name, None, [Finding(name, None, None, f"unreadable Parquet: {_first_line(exc)}")]
+        )
     frame = table.to_pandas()
     frame.columns = [str(c).strip() for c in frame.columns]
     return RawTable(name, frame, [])

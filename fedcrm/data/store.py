@@ -44,9 +44,7 @@ def pandas_dtype(kind: ColumnKind) -> str:
 def empty_table(contract: TableContract, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
     """An empty frame with the contract's columns (or ``columns``) and dtypes."""
     names = columns if columns is not None else contract.required_columns
-    return pd.DataFrame(
-        {n: pd.Series(dtype=pandas_dtype(contract.column(n).kind)) for n in names}
-    )
+    return pd.DataFrame({n: pd.Series(dtype=pandas_dtype(contract.column(n).kind)) for n in names})
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from fedcrm.data.coercion import coerce_column
 from fedcrm.data.contract import (
@@ -83,7 +85,9 @@ class _Findings:
         self.cap = cap
         self.items: list[Finding] = []
 
-    def file(self, file: str, field: str | None, message: str, severity: Severity = Severity.ERROR) -> None:
+    def file(
+        self, file: str, field: str | None, message: str, severity: Severity = Severity.ERROR
+    ) -> None:
         self.items.append(Finding(file, None, field, message, severity))
 
     def rows(
@@ -104,7 +108,9 @@ class _Findings:
         if positions.size > self.cap:
             summary = message if isinstance(message, str) else "same problem"
             self.items.append(
-                Finding(file, None, field, f"{positions.size - self.cap} more rows: {summary}", severity)
+                Finding(
+                    file, None, field, f"{positions.size - self.cap} more rows: {summary}", severity
+                )
             )
 
     @property
@@ -254,7 +260,7 @@ def _check_rules(
     if typed["consents"] is not None:
         _check_consents(typed["consents"], files["consents"], found)
     if customers is not None:
-        known_ids = pd.Index(customers["customer_id"].dropna().unique())
+        known_ids = customers["customer_id"].dropna().unique()
         for name in ("transactions", "interactions", "consents"):
             frame = typed[name]
             if frame is None:
@@ -263,9 +269,17 @@ def _check_rules(
             found.rows(
                 files[name],
                 "customer_id",
-                ids.notna() & ~ids.isin(known_ids),
+                ids.notna().to_numpy() & ~_is_in(ids, known_ids),
                 "orphan customer id: not in the customers table",
             )
+
+
+def _is_in(values: pd.Series, allowed: np.ndarray) -> np.ndarray:
+    """Vectorised membership for text columns (pandas' ``isin`` loops in Python for str)."""
+    mask = pc.is_in(
+        pa.array(values, type=pa.string()), value_set=pa.array(allowed, type=pa.string())
+    )
+    return mask.fill_null(False).to_numpy(zero_copy_only=False)
 
 
 def _check_key(contract: TableContract, frame: pd.DataFrame, file: str, found: _Findings) -> None:
@@ -275,9 +289,11 @@ def _check_key(contract: TableContract, frame: pd.DataFrame, file: str, found: _
     dup = keys.duplicated(keep="first") & keys.notna().all(axis=1)
     if not dup.any():
         return
-    first_pos = pd.Series(np.arange(len(frame)) + 1, index=frame.index).groupby(
-        [keys[c] for c in contract.key], sort=False, dropna=True
-    ).transform("min")
+    first_pos = (
+        pd.Series(np.arange(len(frame)) + 1, index=frame.index)
+        .groupby([keys[c] for c in contract.key], sort=False, dropna=True)
+        .transform("min")
+    )
     message = "duplicate key; first seen at row " + first_pos.astype("int64").astype(str)
     found.rows(file, ",".join(contract.key), dup, message)
 
@@ -296,11 +312,23 @@ def _check_timestamps(
         if column.kind is not ColumnKind.TIMESTAMP or column.name not in frame.columns:
             continue
         values = frame[column.name]
-        found.rows(file, column.name, values > latest, f"timestamp is in the future (after {latest:%Y-%m-%d})")
-        found.rows(file, column.name, values < earliest, f"implausibly old timestamp (before {earliest:%Y-%m-%d})")
+        found.rows(
+            file,
+            column.name,
+            values > latest,
+            f"timestamp is in the future (after {latest:%Y-%m-%d})",
+        )
+        found.rows(
+            file,
+            column.name,
+            values < earliest,
+            f"implausibly old timestamp (before {earliest:%Y-%m-%d})",
+        )
 
 
-def _check_transactions(frame: pd.DataFrame, file: str, found: _Findings, limits: ValidationLimits) -> None:
+def _check_transactions(
+    frame: pd.DataFrame, file: str, found: _Findings, limits: ValidationLimits
+) -> None:
     amount = frame["amount"]
     found.rows(file, "amount", amount < 0, "negative amount " + amount.astype(str))
     found.rows(
@@ -310,8 +338,18 @@ def _check_transactions(frame: pd.DataFrame, file: str, found: _Findings, limits
         f"implausible amount (above {limits.max_line_amount:,.0f} for one line)",
     )
     quantity = frame["quantity"]
-    found.rows(file, "quantity", quantity < 1, "quantity must be at least 1 (got " + quantity.astype("Int64").astype(str) + ")")
-    found.rows(file, "quantity", quantity > limits.max_quantity, f"implausible quantity (above {limits.max_quantity})")
+    found.rows(
+        file,
+        "quantity",
+        quantity < 1,
+        "quantity must be at least 1 (got " + quantity.astype("Int64").astype(str) + ")",
+    )
+    found.rows(
+        file,
+        "quantity",
+        quantity > limits.max_quantity,
+        f"implausible quantity (above {limits.max_quantity})",
+    )
     if "discount" in frame.columns:
         found.rows(file, "discount", frame["discount"] < 0, "negative discount")
 
@@ -324,7 +362,12 @@ def _check_customers(
     birth = frame["birth_date"]
     found.rows(file, "birth_date", birth > now, "birth date is in the future")
     oldest = now - pd.DateOffset(years=limits.max_age_years)
-    found.rows(file, "birth_date", birth < oldest, f"birth date implies an age above {limits.max_age_years}")
+    found.rows(
+        file,
+        "birth_date",
+        birth < oldest,
+        f"birth date implies an age above {limits.max_age_years}",
+    )
 
 
 def _check_consents(frame: pd.DataFrame, file: str, found: _Findings) -> None:

@@ -1,4 +1,6 @@
-"""The category vocabulary, its '/' hierarchy, and a small CSR structure over it.
+"""Vocabularies: categories (data-driven, with a '/' hierarchy) and the fixed attribute lists.
+
+Also a small CSR structure (:class:`SparseRows`) for multi-hot and count matrices.
 
 Category strings are normalised before anything else: each '/'-separated level is stripped
 and lower-cased, empty levels are dropped (``" Baby / Infant_Formula "`` →
@@ -11,7 +13,8 @@ follow in name order, so the same set of names always gives the same indices.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,8 +22,22 @@ import numpy as np
 import pandas as pd
 
 from fedcrm.errors import ConfigError
+from fedcrm.privacy.generalisation import AGE_BANDS as _BOUNDARY_AGE_BANDS
+from fedcrm.privacy.generalisation import REGIONS as _BOUNDARY_REGIONS
 
-__all__ = ["UNKNOWN", "CategoryVocabulary", "SparseRows", "normalize_category", "parent_of"]
+__all__ = [
+    "AGE_BANDS",
+    "GENDERS",
+    "MEMBER_TIERS",
+    "REGIONS",
+    "UNKNOWN",
+    "CategoryVocabulary",
+    "SparseRows",
+    "encode_attribute",
+    "map_values",
+    "normalize_category",
+    "parent_of",
+]
 
 #: The token every unknown (pruned or never seen) category maps to; always index 0.
 UNKNOWN = "__unknown__"
@@ -42,10 +59,55 @@ def parent_of(name: str) -> str:
     return name.split("/", 1)[0]
 
 
-def _normalised_codes(values: pd.Series | Iterable[object]) -> tuple[np.ndarray, list[str | None]]:
-    """Factorise ``values`` and normalise only the distinct values (fast on 1M rows)."""
-    codes, uniques = pd.factorize(pd.Series(values, dtype="object"), use_na_sentinel=True)
-    return codes, [normalize_category(u) for u in uniques]
+def map_values(values: pd.Series | Iterable[object], code_of: Callable[[Any], int]) -> np.ndarray:
+    """``code_of(value)`` for every value (int64), -1 for nulls.
+
+    ``code_of`` runs once per distinct value, so this is fast on millions of rows.
+    """
+    series = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype="object")
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    return np.array([*map(code_of, uniques), -1], dtype=np.int64)[codes]  # -1 picks the last
+
+
+# Attribute vocabularies: the LAST value is the fallback for null, missing or unlisted values.
+# Age bands and regions are the ones the privacy boundary's generalisers produce
+# (fedcrm.privacy.generalisation), so the two can never drift apart.
+GENDERS: tuple[str, ...] = ("F", "M", "U")
+AGE_BANDS: tuple[str, ...] = (*_BOUNDARY_AGE_BANDS, "unknown")
+MEMBER_TIERS: tuple[str, ...] = ("regular", "silver", "gold", "platinum", "unknown")
+#: China's seven macro-regions, then "other" (unknown or unmapped places).
+REGIONS: tuple[str, ...] = _BOUNDARY_REGIONS
+_LEADING_INT = re.compile(r"^\s*(\d+)")
+
+
+def _band_lower(label: str) -> int | None:
+    if label.startswith("<"):
+        return 0
+    match = _LEADING_INT.match(label)
+    return int(match.group(1)) if match else None
+
+
+def encode_attribute(
+    values: pd.Series, vocabulary: tuple[str, ...], *, age: bool = False
+) -> np.ndarray:
+    """Index of each value in ``vocabulary`` (case-insensitive); unlisted → last index.
+
+    With ``age=True`` a band not in the list (``"25-29"``, ``"60+"``) goes to the listed
+    band containing its lower bound, so differently generalised imports still line up.
+    """
+    lookup = {v.casefold(): i for i, v in enumerate(vocabulary)}
+    bounds = [(b, i) for i, v in enumerate(vocabulary[:-1]) if (b := _band_lower(v)) is not None]
+    fallback = len(vocabulary) - 1
+
+    def code_of(value: object) -> int:
+        key = str(value).strip().casefold()
+        idx = lookup.get(key)
+        if idx is None and age and (lower := _band_lower(key)) is not None:
+            idx = max(((b, i) for b, i in bounds if b <= lower), default=(0, None))[1]
+        return fallback if idx is None else idx
+
+    codes = map_values(values, code_of)
+    return np.where(codes < 0, fallback, codes)
 
 
 @dataclass(frozen=True)
@@ -70,13 +132,15 @@ class SparseRows:
         cls, rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int, *, binary: bool
     ) -> SparseRows:
         """Build from (row, col) pairs; duplicates are summed, or set to 1 when ``binary``."""
+        if n_cols < 1:
+            raise ValueError(f"n_cols must be >= 1, got {n_cols}")
         keys = np.asarray(rows, dtype=np.int64) * n_cols + np.asarray(cols, dtype=np.int64)
         keys, counts = np.unique(keys, return_counts=True)
-        r = keys // n_cols if n_cols else keys
+        r = keys // n_cols
         indptr = np.zeros(n_rows + 1, dtype=np.int64)
         np.cumsum(np.bincount(r, minlength=n_rows), out=indptr[1:])
         data = np.ones(len(keys), dtype=np.float32) if binary else counts.astype(np.float32)
-        return cls(indptr, (keys % n_cols if n_cols else keys).astype(np.int64), data, n_cols)
+        return cls(indptr, keys % n_cols, data, n_cols)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -136,17 +200,18 @@ class CategoryVocabulary:
         """
         if min_count < 1 or (max_size is not None and max_size < 1):
             raise ConfigError(f"min_count and max_size must be >= 1, got {min_count}, {max_size}")
-        codes, names = _normalised_codes(values)
-        per_code = np.bincount(codes[codes >= 0], minlength=len(names))
+        raw = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype="object")
         counts: dict[str, int] = {}
-        for name, n in zip(names, per_code.tolist(), strict=True):
-            if name is not None:
-                counts[name] = counts.get(name, 0) + n
+        for value, n in raw.value_counts(dropna=True).items():
+            if (name := normalize_category(value)) is not None:
+                counts[name] = counts.get(name, 0) + int(n)
         parent_counts: dict[str, int] = {}
         for name, n in counts.items():
             parent_counts[parent_of(name)] = parent_counts.get(parent_of(name), 0) + n
-        kept = sorted((name for name, n in counts.items() if n >= min_count),
-                      key=lambda name: (-counts[name], name))[:max_size]
+        kept = sorted(
+            (name for name, n in counts.items() if n >= min_count),
+            key=lambda name: (-counts[name], name),
+        )[:max_size]
         parents = {p for p, n in parent_counts.items() if n >= min_count}
         parents |= {parent_of(c) for c in kept}
         return cls(tuple(sorted(kept)), tuple(sorted(parents)))
@@ -183,21 +248,20 @@ class CategoryVocabulary:
 
     def encode(self, values: pd.Series | Iterable[object]) -> np.ndarray:
         """Category index of each value; -1 for null values, 0 for unknown ones."""
-        return self._encode(values, lambda n: self._index.get(n, 0))
+        return map_values(values, lambda v: self.index(v) if normalize_category(v) else -1)
 
     def encode_parents(self, values: pd.Series | Iterable[object]) -> np.ndarray:
         """Parent index of each value; -1 for null values, 0 for unknown parents."""
-        return self._encode(values, lambda n: self._parent_index.get(parent_of(n), 0))
-
-    def _encode(self, values: pd.Series | Iterable[object], look: Any) -> np.ndarray:
-        codes, names = _normalised_codes(values)
-        table = np.array([-1 if n is None else look(n) for n in names] + [-1], dtype=np.int64)
-        return table[codes]  # code -1 (null) picks the trailing -1
+        return map_values(values, lambda v: self.parent_index(v) if normalize_category(v) else -1)
 
     # -- serialisation (names only: counts would disclose store statistics) ---------------
     def to_dict(self) -> dict[str, Any]:
-        return {"format": _FORMAT, "version": _VERSION,
-                "categories": list(self.categories), "parents": list(self.parents)}
+        return {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "categories": list(self.categories),
+            "parents": list(self.parents),
+        }
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> CategoryVocabulary:

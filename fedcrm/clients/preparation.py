@@ -1,0 +1,200 @@
+"""The store-side pipeline up to model-ready features: load, boundary, features, labels.
+
+This is what a store agent runs before any training or query::
+
+    store directory ──load+validate──▶ StoreData (raw, identifying)
+        ──consent filter (purpose, processing time)──▶ consented customers only
+        ──de-identification policy (fail closed)──▶ pseudonymised, generalised frames
+        ──features before T, labels in [T, T+H)──▶ PreparedStore
+
+Consent is evaluated at **processing time** (``consent_as_of``, default now), not at the
+cutoff: a customer who withdrew after the cutoff but before this run is excluded too
+(GDPR Art. 7(3), PIPL Art. 15). Pass ``consent_as_of`` explicitly to replay a past run.
+
+The pseudonym map is written into the store's private directory for local scoring; everything
+returned here is de-identified (still personal data under PIPL Art. 73) and stays in the store.
+The reports carry counts only.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from fedcrm.data.layout import StoreLayout
+from fedcrm.data.store import load_store
+from fedcrm.errors import ConfigError
+from fedcrm.models.features import build_store_features
+from fedcrm.models.labels import Labels, build_labels
+from fedcrm.models.snapshot import FeatureSnapshot, FeatureSpec
+from fedcrm.models.vocabulary import CategoryVocabulary
+from fedcrm.privacy.boundary import release_for_purpose
+from fedcrm.privacy.consent import ConsentReport
+from fedcrm.privacy.deidentification import DeidentificationPolicy, DeidentificationReport
+from fedcrm.privacy.keys import StoreKeys, write_pseudonym_map
+
+__all__ = ["PreparationRequest", "PreparedStore", "prepare_store"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreparationRequest:
+    """What to prepare: for which purpose, at which cutoff and horizon."""
+
+    cutoff: pd.Timestamp | None = None  # None: the latest with a full horizon of labels
+    purpose: str = "model_training"
+    horizon_days: int = 60
+    consent_as_of: pd.Timestamp | None = None  # None: processing time (now)
+    with_labels: bool = True
+    policy_path: Path | None = None  # TOML de-identification policy; None: the default
+    linkage_key_path: Path | None = None  # federation linkage key; off by default
+
+    def __post_init__(self) -> None:
+        if self.cutoff is not None:
+            object.__setattr__(self, "cutoff", _timestamp(self.cutoff, "cutoff"))
+        if self.consent_as_of is not None:
+            object.__setattr__(
+                self, "consent_as_of", _timestamp(self.consent_as_of, "consent_as_of")
+            )
+        if self.horizon_days < 1:
+            raise ConfigError(f"horizon_days must be at least 1 (got {self.horizon_days})")
+
+
+@dataclass(frozen=True)
+class PreparedStore:
+    """One store's model-ready view, and the statements of how it was made."""
+
+    store_id: str
+    consent: ConsentReport
+    deidentification: DeidentificationReport
+    features: FeatureSnapshot = field(repr=False)
+    labels: Labels | None = field(repr=False)
+    vocabulary: CategoryVocabulary = field(repr=False)
+    data_end: pd.Timestamp
+
+    def summary(self) -> dict[str, object]:
+        """Counts and rates only; safe to print or log."""
+        stages = pd.Series(self.features.lifecycle_stage).value_counts()
+        tiers = pd.Series(self.features.value_tier).value_counts()
+        out: dict[str, object] = {
+            "store_id": self.store_id,
+            "consent": self.consent.as_dict(),
+            "features": {
+                "customers": len(self.features.customer_ids),
+                "columns": len(self.features.spec.feature_names),
+                "cutoff": str(self.features.cutoff.date()),
+            },
+            "lifecycle_stages": {str(k): int(v) for k, v in stages.items()},
+            "value_tiers": {str(k): int(v) for k, v in tiers.items()},
+            "categories": len(self.vocabulary) - 1,
+        }
+        if self.labels is not None:
+            out["labels"] = {
+                "horizon_days": self.labels.horizon_days,
+                "churn_rate": round(float(self.labels.churn.mean()), 4)
+                if len(self.labels)
+                else None,
+            }
+        return out
+
+
+def prepare_store(
+    root: Path,
+    request: PreparationRequest,
+    *,
+    spec: FeatureSpec | None = None,
+    vocabulary: CategoryVocabulary | None = None,
+) -> PreparedStore:
+    """Run the store pipeline on the store directory ``root``.
+
+    ``spec`` and ``vocabulary`` should be the federation's shared ones so that every store's
+    columns mean the same; without them the store's own categories are used (fine for local
+    use, not for federated models).
+    """
+    layout = StoreLayout(Path(root))
+    store = load_store(layout.root)
+    data_end = _data_end(store.transactions, store.manifest)
+    cutoff = request.cutoff
+    if cutoff is None:
+        cutoff = (data_end - pd.Timedelta(days=request.horizon_days)).normalize()
+    as_of = request.consent_as_of if request.consent_as_of is not None else pd.Timestamp.now()
+    if as_of < cutoff:
+        raise ConfigError(
+            f"consent is checked at {as_of:%Y-%m-%d}, before the cutoff {cutoff:%Y-%m-%d}: "
+            "data up to the cutoff can only be processed at or after it"
+        )
+    keys = StoreKeys.load_or_create(layout, request.linkage_key_path)
+    policy = (
+        DeidentificationPolicy.from_toml(request.policy_path)
+        if request.policy_path is not None
+        else DeidentificationPolicy.default()
+    )
+    release = release_for_purpose(
+        store, request.purpose, as_of, keys, policy=policy, reference_time=cutoff
+    )
+    write_pseudonym_map(layout, release.pseudonym_map)
+    data = release.data
+    if vocabulary is None:
+        categories = data.transactions.get("category", pd.Series(dtype="str"))
+        vocabulary = CategoryVocabulary.fit(categories[data.transactions["timestamp"] < cutoff])
+    if spec is None:
+        spec = FeatureSpec.from_vocabulary(vocabulary)
+    features = build_store_features(data, cutoff, spec=spec)
+    labels = None
+    if request.with_labels:
+        labels = build_labels(
+            features.customer_ids,
+            data.transactions,
+            cutoff,
+            request.horizon_days,
+            vocabulary=vocabulary,
+            data_end=data_end,
+        )
+    logger.info(
+        "prepared store %s: %d of %d customers consented to %s; %d feature rows",
+        store.store_id,
+        release.consent.included,
+        release.consent.total_customers,
+        request.purpose,
+        len(features.customer_ids),
+    )
+    return PreparedStore(
+        store_id=store.store_id,
+        consent=release.consent,
+        deidentification=data.report,
+        features=features,
+        labels=labels,
+        vocabulary=vocabulary,
+        data_end=data_end,
+    )
+
+
+def _data_end(transactions: pd.DataFrame, manifest: dict[str, object]) -> pd.Timestamp:
+    """The end of the store's history: the manifest's declared end, or the last purchase.
+
+    A generated store declares ``window.end`` (exclusive); an exporter may declare
+    ``data_end``.
+    """
+    window = manifest.get("window")
+    declared = manifest.get("data_end") or (window.get("end") if isinstance(window, dict) else None)
+    if declared:
+        return pd.Timestamp(str(declared))
+    if transactions.empty:
+        raise ConfigError("the store has no transactions")
+    return pd.Timestamp(transactions["timestamp"].max())
+
+
+def _timestamp(value: object, name: str) -> pd.Timestamp:
+    try:
+        ts = pd.Timestamp(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name}: not a date or time ({exc})") from exc
+    if pd.isna(ts):
+        raise ConfigError(f"{name}: a date or time is required")
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    return ts

@@ -1,0 +1,49 @@
+"""The command line: one-line errors, exit codes, validate output."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+from typer.testing import CliRunner
+
+from fedcrm.cli import app
+
+runner = CliRunner()
+
+
+def test_validate_clean_store_exits_zero(make_store):
+    result = runner.invoke(app, ["validate", str(make_store())])
+    assert result.exit_code == 0, result.output
+    assert "valid: 1 store(s)" in result.output
+
+
+def test_validate_reports_defects_and_exits_one(make_store):
+    root = make_store()
+    frame = pd.read_csv(root / "transactions.csv", dtype=str)
+    frame.loc[2, "amount"] = "-1"
+    frame.to_csv(root / "transactions.csv", index=False)
+    result = runner.invoke(app, ["validate", str(root), "--json"])
+    assert result.exit_code == 1
+    payload = json.loads(result.stdout)
+    (store,) = payload
+    assert store["ok"] is False
+    assert {"file": "transactions.csv", "row": 3, "field": "amount"}.items() <= store["findings"][
+        0
+    ].items()
+
+
+def test_validate_chain_of_stores_checks_each(make_store, tmp_path):
+    make_store("a")
+    make_store("b")
+    result = runner.invoke(app, ["validate", str(tmp_path), "--json"])
+    assert result.exit_code == 0
+    assert sorted(s["store_id"] for s in json.loads(result.stdout)) == ["s1", "s1"]
+
+
+def test_user_error_is_one_line_without_traceback(tmp_path):
+    result = runner.invoke(app, ["validate", str(tmp_path / "nowhere")])
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "no such directory" in lines[0]
+    assert "Traceback" not in result.output
