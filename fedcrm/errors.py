@@ -14,6 +14,7 @@ Tree::
     ├── ImportMappingError       `fedcrm import` cannot map the source file
     ├── OutputExistsError        refusing to overwrite an existing output
     └── PrivacyError             the privacy boundary refused to let data through
+        ├── BudgetExceededError  the privacy ledger refuses a spend beyond the store's budget
         ├── ConsentError         consent ledger cannot decide / purpose unknown
         └── DeidentificationError a column is not covered by the de-identification policy
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from fedcrm.data.findings import Finding
 
 __all__ = [
+    "BudgetExceededError",
     "ConfigError",
     "ConsentError",
     "DataError",
@@ -95,4 +97,11 @@ class PrivacyWarning(UserWarning):
 
     Issued with :func:`warnings.warn`, never raised: federation linkage switched on, a key file
     readable by other users, a de-identification policy that keeps a quasi-identifier as it is.
+    """
+
+
+class BudgetExceededError(PrivacyError):
+    """The privacy ledger refused a spend: the purpose's share or the lifetime ε would be exceeded.
+
+    The message says what was requested, what remains and the difference (never data values).
     """

@@ -50,7 +50,14 @@ def test_rule_table_from_toml(tmp_path):
         '[[rules]]\naction = "welcome"\nlifecycle_stages = ["new"]\n'
     )
     rules = load_rules(path)
-    assert _assign([True] * 6, rules=rules) == ["call", "call", NO_ACTION, "welcome", NO_ACTION, NO_ACTION]
+    assert _assign([True] * 6, rules=rules) == [
+        "call",
+        "call",
+        NO_ACTION,
+        "welcome",
+        NO_ACTION,
+        NO_ACTION,
+    ]
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ The default table (``DEFAULT_RULES``):
 | # | when | action |
 |---|---|---|
 | 1 | value tier high, lifecycle dormant or declining | ``vip_invitation`` |
-| 2 | churn probability ≥ 0.6, discount-sensitive, lifecycle declining or dormant | ``targeted_coupon`` |
+| 2 | churn prob. ≥ 0.6, discount-sensitive, declining or dormant | ``targeted_coupon`` |
 | 3 | churn probability ≥ 0.6, value tier high or medium | ``retention_call`` |
 | 4 | lifecycle new | ``second_purchase_incentive`` |
 | 5 | lifecycle growing | ``loyalty_upgrade_offer`` |

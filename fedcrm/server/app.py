@@ -1,0 +1,416 @@
+"""The coordinator as a Flower ServerApp (``fedcrm.server.app:app``).
+
+One run, in order:
+
+1. read the run_config (:class:`~fedcrm.server.run_config.FederationConfig`), fix the shared
+   :class:`~fedcrm.models.snapshot.FeatureSpec` and the initial model;
+2. wait for the stores, then send every store the plan in a ``query.privacy_budget`` message;
+   each answers, in numbers only, how many planned rounds its lifetime budget allows. Shortfalls
+   go to ``RUN/refusals.jsonl`` (requested, remaining, difference) and those stores are left out
+   of the rounds they declined (:class:`~fedcrm.server.strategy.ParticipationGate`); a store
+   also enforces its ledger itself and sends a zero-weight update if asked anyway;
+3. train with Flower's legacy ``DefaultWorkflow`` — under SecAgg+
+   (``SecAggPlusWorkflow``) unless ``secagg = false`` — over a wrapped legacy strategy
+   (FedAvg / FedAvgM / FedAdam), with federated evaluation and a checkpoint every round;
+4. collect each store's achieved ε (``query.privacy_report``), write the final model, the
+   model card and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import warnings
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.common import Scalar, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.compat.common import recorddict_compat as compat
+from flwr.server import ServerConfig
+from flwr.server.compat import LegacyContext
+from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
+from flwr.serverapp import Grid, ServerApp
+
+from fedcrm.clients.app import BUDGET_QUERY, REPORT_QUERY
+from fedcrm.clients.store_agent import TrainingPlan
+from fedcrm.errors import ConfigError, FedcrmError, PrivacyWarning
+from fedcrm.models.snapshot import FeatureSpec
+from fedcrm.server.checkpoints import MODEL_CARD_FORMAT, RunDirectory
+from fedcrm.server.run_config import FederationConfig
+from fedcrm.server.strategy import (
+    ParticipationGate,
+    RoundEvent,
+    RoundRecorder,
+    UpdateValidator,
+    build_base_strategy,
+)
+
+__all__ = ["FederationAborted", "app", "build_server_app", "resolve_feature_spec"]
+
+logger = logging.getLogger(__name__)
+
+LIMITATIONS = (
+    "Record-level DP-SGD inside each store: the unit is one customer's feature row in that "
+    "store. A customer who shops at k stores is protected k times separately (ε composes).",
+    "Federated evaluation metrics (loss, AUC, Brier on held-out customers) are released "
+    "without DP noise.",
+    "SecAgg+ hides individual store updates from the coordinator only; it does not change ε.",
+    "The coordinator can validate only the aggregate update under SecAgg+.",
+    "Store sizes (training and held-out counts) leave the stores without noise: they weight "
+    "the federated average and size SecAgg+'s quantisation.",
+    "DP-SGD noise comes from a non-cryptographic generator (torchcsprng is unavailable).",
+)
+
+
+class FederationAborted(FedcrmError):
+    """The runtime around the coordinator stopped (e.g. the simulation engine crashed)."""
+
+
+class _StoppableGrid(Grid):
+    """A Grid that gives up waiting as soon as ``stop`` is set.
+
+    Flower's simulation runs the ServerApp in a non-daemon thread that keeps waiting for
+    replies after the simulation engine has crashed; this ends it promptly instead.
+    """
+
+    def __init__(self, grid: Grid, stop: threading.Event, poll: float = 0.1) -> None:
+        self._grid, self._stop, self._poll = grid, stop, poll
+
+    def set_run(self, run: Any) -> None:
+        self._grid.set_run(run)
+
+    @property
+    def run(self) -> Any:
+        return self._grid.run
+
+    def create_message(self, *args: Any, **kwargs: Any) -> Message:
+        return self._grid.create_message(*args, **kwargs)
+
+    def get_node_ids(self) -> Iterable[int]:
+        self._check()
+        return self._grid.get_node_ids()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        self._check()
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        self._check()
+        return self._grid.pull_messages(message_ids)
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        pending = set(self.push_messages(messages))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        replies: list[Message] = []
+        while pending and (deadline is None or time.monotonic() < deadline):
+            got = list(self.pull_messages(pending))
+            replies.extend(got)
+            pending -= {m.metadata.reply_to_message_id for m in got}
+            if pending:
+                time.sleep(self._poll)
+        return replies
+
+    def _check(self) -> None:
+        if self._stop.is_set():
+            raise FederationAborted("the federation runtime stopped; the coordinator gives up")
+
+
+def resolve_feature_spec(config: FederationConfig) -> FeatureSpec:
+    """feature-spec JSON, else the chain manifest's categories, else the default spec."""
+    if config.feature_spec:
+        return FeatureSpec.from_dict(json.loads(config.feature_spec))
+    from fedcrm.models.vocabulary import CategoryVocabulary
+    from fedcrm.synthetic.chain import CHAIN_MANIFEST
+
+    manifest = config.data_path / CHAIN_MANIFEST if config.data_path else None
+    if manifest is not None and manifest.is_file():
+        categories = json.loads(manifest.read_text(encoding="utf-8")).get("categories")
+        if categories:
+            return FeatureSpec.from_vocabulary(CategoryVocabulary.from_categories(categories))
+    return FeatureSpec()
+
+
+def _initial_model(config: FederationConfig, n_features: int) -> tuple[list[str], list[Any]]:
+    import torch
+
+    from fedcrm.models.churn import build_churn_model
+
+    torch.manual_seed(config.seed)
+    state = build_churn_model(config.model, n_features).state_dict()
+    return list(state), [t.detach().cpu().numpy().astype(np.float32) for t in state.values()]
+
+
+def _plan(config: FederationConfig, spec: FeatureSpec) -> TrainingPlan:
+    return TrainingPlan(
+        num_rounds=config.num_rounds,
+        local_epochs=config.local_epochs,
+        epsilon=config.epsilon,
+        delta=config.delta,
+        model=config.model,
+        learning_rate=config.learning_rate,
+        batch_size=config.batch_size,
+        clip_norm=config.clip_norm,
+        horizon_days=config.horizon_days,
+        eval_fraction=config.eval_fraction,
+        feature_spec=json.dumps(spec.to_dict(), sort_keys=True),
+        cutoff=config.cutoff,
+    )
+
+
+def _wait_for_nodes(grid: Grid, want: int, timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) >= want:
+            return nodes
+        if time.monotonic() > deadline:
+            raise ConfigError(f"only {len(nodes)} of {want} stores connected within {timeout:g}s")
+        time.sleep(0.2)
+
+
+def _query(
+    grid: Grid, nodes: list[int], message_type: str, plan: TrainingPlan, timeout: float
+) -> dict[int, dict[str, float]]:
+    """Send ``message_type`` with the plan to every node; numeric answers by node id."""
+    record = "budget" if message_type == BUDGET_QUERY else "report"
+    messages = [
+        Message(
+            RecordDict({"plan": ConfigRecord(plan.to_config())}),  # type: ignore[arg-type]
+            dst_node_id=nid,
+            message_type=message_type,
+        )
+        for nid in nodes
+    ]
+    answers: dict[int, dict[str, float]] = {}
+    for reply in grid.send_and_receive(messages, timeout=timeout):
+        node = reply.metadata.src_node_id
+        if reply.has_error():
+            logger.warning("store %s did not answer %s: %s", node, message_type, reply.error)
+            continue
+        metrics = reply.content.metric_records.get(record)
+        if metrics is not None:
+            answers[node] = {k: float(v) for k, v in metrics.items()}  # type: ignore[arg-type]
+    return answers
+
+
+def _refusal_message(first: int, last: int, a: Mapping[str, float]) -> str:
+    return (
+        f"the store declines rounds {first}-{last}: its privacy ledger reports requested "
+        f"ε={a['requested_epsilon']:.4g}, remaining ε={a['remaining_epsilon']:.4g}, "
+        f"difference {a['difference_epsilon']:.4g}"
+    )
+
+
+class _Coordinator:
+    def __init__(self, config: FederationConfig, grid: Grid, context: Context) -> None:
+        self.config, self.grid, self.context = config, grid, context
+        self.spec = resolve_feature_spec(config)
+        self.names, self.initial = _initial_model(config, len(self.spec))
+        self.plan = _plan(config, self.spec)
+        self.run = RunDirectory(config.run_path, self.names)
+
+    def record(self, event: RoundEvent) -> None:
+        self.run.append_event(event.kind, {"time": _now(), **event.as_dict()})
+
+    def budget_round(self, nodes: list[int]) -> tuple[dict[int, int], dict[int, dict[str, float]]]:
+        answers = _query(self.grid, nodes, BUDGET_QUERY, self.plan, self.config.node_timeout)
+        allowed: dict[int, int] = {}
+        rounds = self.config.num_rounds
+        for node in nodes:
+            answer = answers.get(node)
+            if answer is None:
+                self.run.append_event(
+                    "refused",
+                    {"time": _now(), "kind": "refused", "source": "budget-query",
+                     "node_id": node, "allowed_rounds": 0, "rounds": list(range(1, rounds + 1)),
+                     "message": "no valid budget answer: the store is left out (fail closed)"},
+                )  # fmt: skip
+                continue
+            allowed[node] = int(answer["allowed_rounds"])
+            if allowed[node] < rounds:
+                first = allowed[node] + 1
+                self.run.append_event(
+                    "refused",
+                    {"time": _now(), "kind": "refused", "source": "budget-query",
+                     "node_id": node, "allowed_rounds": allowed[node],
+                     "rounds": list(range(first, rounds + 1)),
+                     "requested_epsilon": answer["requested_epsilon"],
+                     "remaining_epsilon": answer["remaining_epsilon"],
+                     "difference_epsilon": answer["difference_epsilon"],
+                     "message": _refusal_message(first, rounds, answer)},
+                )  # fmt: skip
+        return allowed, answers
+
+    def strategy(self, allowed: dict[int, int]) -> RoundRecorder:
+        config = self.config
+        plan_config: dict[str, Scalar] = dict(self.plan.to_config())
+
+        def fit_config(server_round: int) -> dict[str, Scalar]:
+            return {**plan_config, "server-round": server_round}
+
+        base = build_base_strategy(
+            config.server_optimizer,
+            initial_parameters=ndarrays_to_parameters(self.initial),
+            min_stores=config.min_stores,
+            server_learning_rate=config.server_learning_rate,
+            server_momentum=config.server_momentum,
+            on_fit_config_fn=fit_config,
+            on_evaluate_config_fn=fit_config,
+        )
+        gate = ParticipationGate(base, allowed, min_stores=config.min_stores, on_event=self.record)
+        validator = UpdateValidator(
+            gate,
+            self.initial,
+            max_update_norm=config.max_update_norm,
+            secure_aggregation=config.secagg,
+            on_event=self.record,
+        )
+        return RoundRecorder(
+            validator, on_model=self.run.write_checkpoint, on_metrics=self.run.write_round_metrics
+        )
+
+    def workflow(self, answers: dict[int, dict[str, float]]) -> DefaultWorkflow:
+        if not self.config.secagg:
+            warnings.warn(
+                "secagg=false: the coordinator sees every store's individual model update",
+                PrivacyWarning,
+                stacklevel=2,
+            )
+            return DefaultWorkflow()
+        max_weight = max([a.get("num_train", 1.0) for a in answers.values()] + [1.0])
+        return DefaultWorkflow(
+            fit_workflow=SecAggPlusWorkflow(
+                num_shares=1.0,  # every participating store holds a share
+                reconstruction_threshold=0.67,
+                max_weight=max_weight,
+                clipping_range=self.config.secagg_clipping_range,
+                quantization_range=2**22,
+                timeout=self.config.node_timeout,
+            )
+        )
+
+    def run_all(self) -> dict[str, Any]:
+        config = self.config
+        self.run.claim()
+        warnings.warn(LIMITATIONS[1], PrivacyWarning, stacklevel=2)
+        nodes = _wait_for_nodes(self.grid, config.stores_to_wait_for, config.node_timeout)
+        allowed, answers = self.budget_round(nodes)
+        strategy = self.strategy(allowed)
+        legacy = LegacyContext(
+            self.context, config=ServerConfig(num_rounds=config.num_rounds), strategy=strategy
+        )
+        self.workflow(answers)(self.grid, legacy)
+        final = parameters_to_ndarrays(
+            compat.arrayrecord_to_parameters(
+                legacy.state.array_records[MAIN_PARAMS_RECORD], keep_input=True
+            )
+        )
+        model_files = self.run.write_final_model(final)
+        reports = _query(self.grid, nodes, REPORT_QUERY, self.plan, config.node_timeout)
+        stores = [{"node_id": n, **answers.get(n, {}), **reports.get(n, {})} for n in nodes]
+        rounds = [strategy.rounds[r] for r in sorted(strategy.rounds)]
+        card = self.model_card(stores, rounds, model_files)
+        self.run.write_model_card(card)
+        summary = {
+            "run_id": int(self.context.run_id),
+            "rounds": rounds,
+            "final": (rounds[-1].get("evaluate") if rounds else None) or {},
+            "final_loss": rounds[-1].get("loss") if rounds else None,
+            "stores": stores,
+            "refusals": self.run.read_events("refused"),
+            "rejections": self.run.read_events("rejected"),
+            "model": {k: str(v) for k, v in model_files.items()},
+            "model_card": str(self.run.model_card_path),
+        }
+        self.run.write_summary(summary)
+        return summary
+
+    def model_card(
+        self, stores: list[dict[str, Any]], rounds: list[dict[str, Any]], files: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        c = self.config
+        return {
+            "format": MODEL_CARD_FORMAT,
+            "version": 1,
+            "run_id": int(self.context.run_id),
+            "created_at": _now(),
+            "model": {
+                "task": "churn within the horizon (binary)",
+                "architecture": c.model,
+                "n_features": len(self.spec),
+                "parameter_names": self.names,
+                "files": {k: v.name for k, v in files.items()},
+            },
+            "data": {
+                "cutoff": c.cutoff or "latest with a full label horizon (per store)",
+                "horizon_days": c.horizon_days,
+                "eval_fraction": c.eval_fraction,
+                "features": list(self.spec.feature_names),
+                "feature_spec": self.spec.to_dict(),
+            },
+            "federation": {
+                "stores": len(stores),
+                "rounds": c.num_rounds,
+                "min_stores": c.min_stores,
+                "server_optimizer": c.server_optimizer,
+                "server_learning_rate": c.server_learning_rate,
+                "secure_aggregation": c.secagg,
+                "max_update_norm": c.max_update_norm,
+            },
+            "privacy": {
+                "mechanism": "DP-SGD in each store (Poisson sampling, per-customer clipping)",
+                "unit": "one customer's feature row in one store",
+                "accountant": "prv",
+                "epsilon_target": c.epsilon,
+                "delta": c.delta or "per store: its ledger's δ, else default_delta(N)",
+                "lifetime_epsilon_default": c.lifetime_epsilon,
+                "clip_norm": c.clip_norm,
+                "local_epochs": c.local_epochs,
+                "batch_size": c.batch_size,
+                "learning_rate": c.learning_rate,
+                "rounds": c.num_rounds,
+                "stores": stores,
+            },
+            "metrics": {"rounds": rounds},
+            "refusals": len(self.run.read_events("refused")),
+            "rejections": len(self.run.read_events("rejected")),
+            "limitations": list(LIMITATIONS),
+        }
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def build_server_app(
+    defaults: Mapping[str, Any] | None = None, *, stop: threading.Event | None = None
+) -> ServerApp:
+    """The coordinator; ``defaults`` are overridden by the run's own run_config.
+
+    Setting ``stop`` makes the coordinator give up waiting (:class:`FederationAborted`).
+    """
+    baked = dict(defaults or {})
+    server_app = ServerApp()
+
+    @server_app.main()
+    def main(grid: Grid, context: Context) -> None:
+        config = FederationConfig.from_run_config({**baked, **dict(context.run_config)})
+        if stop is not None:
+            grid = _StoppableGrid(grid, stop)
+        summary = _Coordinator(config, grid, context).run_all()
+        logger.info("federation finished: %s", config.run_path)
+        final_auc = summary["final"].get("auc")
+        logger.info("final federated AUC: %s", final_auc)
+
+    return server_app
+
+
+app = build_server_app()

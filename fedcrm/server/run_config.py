@@ -1,0 +1,194 @@
+"""The federation's Flower ``run_config``, read once into one typed, validated value.
+
+Keys are kebab-case, as Flower passes them (``[tool.flwr.app.config]`` in pyproject.toml,
+``flwr run . --run-config 'num-rounds=5'``, or the overrides :func:`fedcrm.federation.
+run_federation` bakes into the apps). Precedence is the caller's business: this module only
+reads one flat mapping and fills in defaults. Unknown keys are errors (a typo must not fall
+back silently to a default).
+
+=======================  =========  ==========  ==============================================
+key                      type       default     meaning
+=======================  =========  ==========  ==============================================
+data-dir                 str        ""          chain directory (simulation: store i = the i-th
+                                                store directory, sorted); chain.json gives the
+                                                shared category vocabulary
+run-dir                  str        "runs/fl"   coordinator output: checkpoints, model, card
+num-rounds               int        20          federated rounds
+local-epochs             int        1           local DP-SGD epochs per round
+epsilon                  float      3.0         per-store target ε of this run (whole plan)
+delta                    float      0.0         δ; 0 → each store uses default_delta(its N)
+lifetime-epsilon         float      10.0        a store's lifetime ε budget (its own ledger)
+model                    str        "logistic"  "logistic" | "mlp"
+learning-rate            float      0.5         local learning rate
+batch-size               int        128         expected (Poisson) batch size
+clip-norm                float      1.0         per-customer gradient clipping bound C
+server-optimizer         str        "fedadam"   "fedavg" | "fedavgm" | "fedadam"
+server-learning-rate     float      0.05        server learning rate (FedAvgM / FedAdam)
+server-momentum          float      0.9         FedAvgM momentum
+secagg                   bool       true        SecAgg+ secure aggregation of updates
+min-stores               int        2           fewer participating stores skip the round
+expected-stores          int        0           stores to wait for at start (0: min-stores)
+cutoff                   str        ""          observation cutoff T (ISO date); "" → latest
+                                                with a full label horizon
+horizon-days             int        60          churn label horizon H
+seed                     int        7           initial model (DP noise is never seeded)
+feature-spec             str        ""          FeatureSpec JSON; "" → from chain.json
+                                                categories, else FeatureSpec()
+eval-fraction            float      0.2         share of each store's customers held out for
+                                                federated evaluation (by pseudonym hash)
+max-update-norm          float      10.0        L2 bound on a store's (or the aggregate)
+                                                update; larger updates are rejected
+secagg-clipping-range    float      8.0         SecAgg+ quantisation range for update values
+node-timeout             float      300.0       seconds to wait for stores and replies
+=======================  =========  ==========  ==============================================
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from fedcrm.errors import ConfigError
+
+__all__ = ["MODEL_NAMES", "SERVER_OPTIMIZERS", "FederationConfig"]
+
+MODEL_NAMES: tuple[str, ...] = ("logistic", "mlp")
+SERVER_OPTIMIZERS: tuple[str, ...] = ("fedavg", "fedavgm", "fedadam")
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """Validated run configuration of one federated training run."""
+
+    data_dir: str = field(default="", metadata={"key": "data-dir"})
+    run_dir: str = field(default="runs/fl", metadata={"key": "run-dir"})
+    num_rounds: int = field(default=20, metadata={"key": "num-rounds"})
+    local_epochs: int = field(default=1, metadata={"key": "local-epochs"})
+    epsilon: float = field(default=3.0, metadata={"key": "epsilon"})
+    delta: float = field(default=0.0, metadata={"key": "delta"})
+    lifetime_epsilon: float = field(default=10.0, metadata={"key": "lifetime-epsilon"})
+    model: str = field(default="logistic", metadata={"key": "model"})
+    learning_rate: float = field(default=0.5, metadata={"key": "learning-rate"})
+    batch_size: int = field(default=128, metadata={"key": "batch-size"})
+    clip_norm: float = field(default=1.0, metadata={"key": "clip-norm"})
+    server_optimizer: str = field(default="fedadam", metadata={"key": "server-optimizer"})
+    server_learning_rate: float = field(default=0.05, metadata={"key": "server-learning-rate"})
+    server_momentum: float = field(default=0.9, metadata={"key": "server-momentum"})
+    secagg: bool = field(default=True, metadata={"key": "secagg"})
+    min_stores: int = field(default=2, metadata={"key": "min-stores"})
+    expected_stores: int = field(default=0, metadata={"key": "expected-stores"})
+    cutoff: str = field(default="", metadata={"key": "cutoff"})
+    horizon_days: int = field(default=60, metadata={"key": "horizon-days"})
+    seed: int = field(default=7, metadata={"key": "seed"})
+    feature_spec: str = field(default="", metadata={"key": "feature-spec"})
+    eval_fraction: float = field(default=0.2, metadata={"key": "eval-fraction"})
+    max_update_norm: float = field(default=10.0, metadata={"key": "max-update-norm"})
+    secagg_clipping_range: float = field(default=8.0, metadata={"key": "secagg-clipping-range"})
+    node_timeout: float = field(default=300.0, metadata={"key": "node-timeout"})
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            _check_type(f.metadata["key"], value, f.type)
+            if f.type == "float":
+                object.__setattr__(self, f.name, float(value))
+        _positive("num-rounds", self.num_rounds)
+        _positive("local-epochs", self.local_epochs)
+        _positive("batch-size", self.batch_size)
+        _positive("horizon-days", self.horizon_days)
+        for key, value in (
+            ("epsilon", self.epsilon),
+            ("lifetime-epsilon", self.lifetime_epsilon),
+            ("learning-rate", self.learning_rate),
+            ("clip-norm", self.clip_norm),
+            ("server-learning-rate", self.server_learning_rate),
+            ("max-update-norm", self.max_update_norm),
+            ("secagg-clipping-range", self.secagg_clipping_range),
+            ("node-timeout", self.node_timeout),
+        ):
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{key} must be a finite number > 0 (got {value!r})")
+        if not 0 <= self.delta < 1:
+            raise ConfigError(f"delta must be in [0, 1) — 0 means the default (got {self.delta})")
+        if not 0 <= self.server_momentum < 1:
+            raise ConfigError(f"server-momentum must be in [0, 1) (got {self.server_momentum})")
+        if not 0 < self.eval_fraction < 1:
+            raise ConfigError(f"eval-fraction must be in (0, 1) (got {self.eval_fraction})")
+        if self.model not in MODEL_NAMES:
+            raise ConfigError(f"model must be one of {MODEL_NAMES} (got {self.model!r})")
+        if self.server_optimizer not in SERVER_OPTIMIZERS:
+            raise ConfigError(
+                f"server-optimizer must be one of {SERVER_OPTIMIZERS} "
+                f"(got {self.server_optimizer!r})"
+            )
+        if self.min_stores < 1 or self.expected_stores < 0:
+            raise ConfigError("min-stores must be >= 1 and expected-stores >= 0")
+        if self.secagg and self.min_stores < 2:
+            raise ConfigError(
+                "SecAgg+ needs at least 2 stores per round: set min-stores >= 2 or secagg=false"
+            )
+        if self.feature_spec:
+            try:
+                payload = json.loads(self.feature_spec)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"feature-spec is not valid JSON ({exc})") from None
+            if not isinstance(payload, dict):
+                raise ConfigError("feature-spec must be a JSON object (FeatureSpec.to_dict())")
+        if self.cutoff:
+            from fedcrm.models.snapshot import as_cutoff
+
+            as_cutoff(self.cutoff)
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        return tuple(f.metadata["key"] for f in fields(cls))
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, Any]) -> FederationConfig:
+        """Read a flat kebab-case mapping; missing keys take their defaults."""
+        by_key = {f.metadata["key"]: f.name for f in fields(cls)}
+        unknown = sorted(set(run_config) - set(by_key))
+        if unknown:
+            raise ConfigError(f"unknown run_config keys {unknown}; valid keys: {sorted(by_key)}")
+        return cls(**{by_key[k]: v for k, v in run_config.items()})
+
+    def to_run_config(self) -> dict[str, bool | int | float | str]:
+        """The flat kebab-case mapping (all keys), e.g. for ``--run-config`` or the apps."""
+        return {f.metadata["key"]: getattr(self, f.name) for f in fields(self)}
+
+    @property
+    def run_path(self) -> Path:
+        return Path(self.run_dir)
+
+    @property
+    def data_path(self) -> Path | None:
+        return Path(self.data_dir) if self.data_dir else None
+
+    @property
+    def stores_to_wait_for(self) -> int:
+        return max(self.expected_stores, self.min_stores)
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+}
+
+
+def _check_type(key: str, value: object, annotation: object) -> None:
+    expected = _TYPES[str(annotation)]
+    if isinstance(value, bool) and bool not in expected:
+        raise ConfigError(f"{key} must be {annotation}, got a boolean ({value!r})")
+    if not isinstance(value, expected):
+        raise ConfigError(f"{key} must be {annotation}, got {type(value).__name__} ({value!r})")
+
+
+def _positive(key: str, value: int) -> None:
+    if value < 1:
+        raise ConfigError(f"{key} must be >= 1 (got {value})")

@@ -1,0 +1,194 @@
+"""End to end on Flower's simulation engine: SecAgg+, DP-SGD, the egress guard, the ledger.
+
+One small chain (3 stores x 300 customers) serves every test; the first federation run is
+shared. The stores' lifetime budget is sized so that the first run fits (the churn share of
+the lifetime ε is 50%) and a second run on the same data does not.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import Context, RecordDict
+from flwr.app.message.message import make_message
+from flwr.app.metadata import Metadata
+from flwr.common import FitIns, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.compat.common import recorddict_compat as compat
+
+from fedcrm.data.layout import StoreLayout, discover_stores
+from fedcrm.federation import FederationResult, run_federation
+from fedcrm.privacy.egress import EGRESS_LOG_NAME
+from fedcrm.synthetic.chain import ChainParams, generate_chain
+
+pytestmark = pytest.mark.slow
+
+EPSILON = 3.0
+LIFETIME = 6.2  # churn share 50% → 3.1: one run of ε=3 fits, a second does not
+COMMON = {
+    "epsilon": EPSILON,
+    "lifetime-epsilon": LIFETIME,
+    "batch-size": 64,
+    "learning-rate": 0.5,
+    "server-optimizer": "fedavg",
+}
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("fl") / "chain"
+    generate_chain(out, ChainParams(stores=3, customers_per_store=300, seed=11))
+    return out
+
+
+@pytest.fixture(scope="module")
+def first_run(chain: Path, tmp_path_factory: pytest.TempPathFactory) -> FederationResult:
+    run_dir = tmp_path_factory.mktemp("runs") / "run1"
+    began = time.perf_counter()
+    result = run_federation(run_dir, chain, 3, overrides={**COMMON, "num-rounds": 2})
+    print(f"\nfirst federation run: {time.perf_counter() - began:.1f} s")
+    return result
+
+
+def _churn_spent(chain: Path) -> list[float]:
+    from fedcrm.privacy.ledger import PrivacyBudget, PrivacyLedger
+
+    spent = []
+    for store in discover_stores(chain):
+        layout = StoreLayout(store)
+        delta = PrivacyLedger.recorded_delta(layout)
+        assert delta is not None
+        spent.append(PrivacyLedger.open(layout, PrivacyBudget(LIFETIME, delta)).spent("churn"))
+    return spent
+
+
+def test_secagg_federation_trains_checkpoints_and_documents_the_model(first_run, chain):
+    run = first_run.run_dir
+    for r in range(3):
+        assert (run / "checkpoints" / f"round_{r:03d}.npz").is_file()
+    for r in (1, 2):
+        assert (run / "checkpoints" / f"round_{r:03d}.json").is_file()
+    assert first_run.model_path.is_file() and (run / "model" / "churn.npz").is_file()
+    assert (run / "model" / "model_card.md").is_file()
+
+    card = json.loads(first_run.model_card_path.read_text(encoding="utf-8"))
+    assert card["federation"]["secure_aggregation"] is True
+    assert card["privacy"]["accountant"] == "prv" and card["privacy"]["epsilon_target"] == EPSILON
+    assert len(card["data"]["features"]) == card["model"]["n_features"]
+    stores = card["privacy"]["stores"]
+    assert len(stores) == 3
+    for store in stores:
+        assert store["noise_multiplier"] > 0 and 0 < store["sample_rate"] <= 1
+        assert store["rounds_trained"] == 2
+        assert 0 < store["run_epsilon"] <= EPSILON
+
+    assert set(first_run.epsilon_per_store) == {"store-0", "store-1", "store-2"}
+    assert all(0 < eps <= EPSILON for eps in first_run.epsilon_per_store.values())
+    assert [r["round"] for r in first_run.rounds] == [1, 2]
+    for r in first_run.rounds:
+        assert r["model_updated"] and 0.0 <= r["evaluate"]["auc"] <= 1.0
+        assert r["evaluate"]["stores"] == 3
+    assert first_run.final_auc == first_run.rounds[-1]["evaluate"]["auc"]
+    assert first_run.refusals == () and first_run.rejections == ()
+
+    # the final model is the last checkpoint, and it loads into the named architecture
+    import torch
+
+    from fedcrm.models.churn import build_churn_model
+
+    model = build_churn_model("logistic", card["model"]["n_features"])
+    model.load_state_dict(torch.load(first_run.model_path))
+    last = np.load(run / "checkpoints" / "round_002.npz")
+    np.testing.assert_array_equal(last["linear.weight"], model.linear.weight.detach().numpy())
+
+    # every reply of every store crossed the egress guard and was logged, none blocked
+    for store in discover_stores(chain):
+        log = StoreLayout(store).private_dir / EGRESS_LOG_NAME
+        entries = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+        kinds = {e["message_type"] for e in entries}
+        assert {"train", "evaluate", "query.privacy_budget", "query.privacy_report"} <= kinds
+        assert all(e["decision"] == "allowed" for e in entries)
+    assert all(0 < s <= LIFETIME * 0.5 for s in _churn_spent(chain))
+
+
+def test_a_second_run_continues_the_ledgers_and_the_stores_refuse(first_run, chain, tmp_path):
+    before = _churn_spent(chain)
+    second = run_federation(tmp_path / "run2", chain, 3, overrides={**COMMON, "num-rounds": 1})
+    assert _churn_spent(chain) == pytest.approx(before)  # nothing more was spent
+
+    assert len(second.refusals) == 3
+    for refusal in second.refusals:
+        assert refusal["source"] == "budget-query" and refusal["rounds"] == [1]
+        assert refusal["allowed_rounds"] == 0
+        requested, remaining = refusal["requested_epsilon"], refusal["remaining_epsilon"]
+        assert requested > remaining >= 0
+        assert refusal["difference_epsilon"] == pytest.approx(requested - remaining)
+        assert "requested" in refusal["message"] and "remaining" in refusal["message"]
+    lines = (second.run_dir / "refusals.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 3
+    assert not second.rounds or not any(r.get("model_updated") for r in second.rounds)
+    assert all(eps == 0.0 for eps in second.epsilon_per_store.values())
+    events = (second.run_dir / "events.jsonl").read_text(encoding="utf-8")
+    assert '"skipped"' in events
+
+
+def test_a_store_enforces_its_ledger_even_when_asked_to_train(first_run, chain):
+    """Fail closed: a fit beyond the budget returns a zero update of weight 0."""
+    from fedcrm.clients.app import build_client_app
+
+    card = json.loads(first_run.model_card_path.read_text(encoding="utf-8"))
+    plan_config = _plan_config(card)
+    store_app = build_client_app({"data-dir": str(chain), "lifetime-epsilon": LIFETIME})
+    context = Context(
+        run_id=99, node_id=5, node_config={"partition-id": 0}, state=RecordDict(), run_config={}
+    )
+    final = [
+        np.load(first_run.run_dir / "model" / "churn.npz")[k]
+        for k in ("linear.weight", "linear.bias")
+    ]
+    ins = FitIns(ndarrays_to_parameters(final), {**plan_config, "server-round": 1})
+    message = make_message(
+        Metadata(
+            run_id=99,
+            message_id="fit-1",
+            src_node_id=0,
+            dst_node_id=5,
+            reply_to_message_id="",
+            group_id="1",
+            created_at=time.time(),
+            ttl=3600.0,
+            message_type="train",
+        ),
+        compat.fitins_to_recorddict(ins, True),
+    )
+    before = _churn_spent(chain)
+    reply = store_app(message, context)
+    assert not reply.has_error()
+    res = compat.recorddict_to_fitres(reply.content, keep_input=True)
+    assert res.num_examples == 0 and res.metrics["refused"] == 1
+    assert res.metrics["requested_epsilon"] > res.metrics["remaining_epsilon"]
+    assert all(not a.any() for a in parameters_to_ndarrays(res.parameters))
+    assert _churn_spent(chain) == pytest.approx(before)
+
+
+def _plan_config(card: dict) -> dict:
+    """The plan the coordinator sent in the first run, rebuilt from its model card."""
+    from fedcrm.clients.store_agent import TrainingPlan
+
+    p, d = card["privacy"], card["data"]
+    return TrainingPlan(
+        num_rounds=p["rounds"],
+        local_epochs=p["local_epochs"],
+        epsilon=p["epsilon_target"],
+        delta=0.0,
+        model=card["model"]["architecture"],
+        learning_rate=p["learning_rate"],
+        batch_size=p["batch_size"],
+        clip_norm=p["clip_norm"],
+        horizon_days=d["horizon_days"],
+        eval_fraction=d["eval_fraction"],
+        feature_spec=json.dumps(d["feature_spec"], sort_keys=True),
+    ).to_config()
