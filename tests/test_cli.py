@@ -47,3 +47,28 @@ def test_user_error_is_one_line_without_traceback(tmp_path):
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "no such directory" in lines[0]
     assert "Traceback" not in result.output
+
+
+def test_file_system_errors_are_one_line(tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    result = runner.invoke(app, ["generate", "--out", str(blocker / "chain"), "--stores", "1"])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output and result.output.startswith("error:")
+
+
+def test_force_never_replaces_a_directory_fedcrm_did_not_write(tmp_path):
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "precious.txt").write_text("do not delete")
+    result = runner.invoke(
+        app,
+        ["generate", "--out", str(keep), "--stores", "1", "--customers-per-store", "20", "--force"],
+    )
+    assert result.exit_code == 1 and "not written by fedcrm" in result.output
+    assert (keep / "precious.txt").read_text() == "do not delete"
+
+
+def test_generate_refuses_an_end_in_the_future(tmp_path):
+    result = runner.invoke(app, ["generate", "--out", str(tmp_path / "c"), "--end", "2030-01-01"])
+    assert result.exit_code == 1 and "in the future" in result.output

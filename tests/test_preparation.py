@@ -147,3 +147,25 @@ def test_prepare_command_prints_counts_but_no_pii(tmp_path):
     }
     for canary in CANARIES:
         assert canary not in result.output
+
+
+def test_pseudonym_map_keeps_every_purpose_for_local_scoring(tmp_path):
+    root = tmp_path / "s1"
+    write_store(tiny_store_data(), root, fmt="csv")
+    first = prepare_store(
+        root, PreparationRequest(cutoff="2024-03-15", purpose="analytics", horizon_days=30)
+    )
+    before = set(pd.Series(first.features.customer_ids))
+    with pytest.raises(ConfigError, match="no consented customer"):
+        prepare_store(
+            root, PreparationRequest(cutoff="2024-03-15", purpose="marketing", horizon_days=30)
+        )
+    pmap = load_pseudonym_map(StoreLayout(root))
+    assert before <= set(pmap.frame["pseudonym"])
+    assert set(pmap.customer_id_of(pd.Series(sorted(before)))) == {"0001", "0002"}
+
+
+def test_a_cutoff_before_all_history_is_refused(tmp_path):
+    write_store(tiny_store_data(), tmp_path / "s1", fmt="csv")
+    with pytest.raises(ConfigError, match="no consented customer has a purchase before"):
+        prepare_store(tmp_path / "s1", PreparationRequest(cutoff="2019-01-01", purpose="analytics"))

@@ -146,8 +146,17 @@ def test_existing_output_is_refused_and_kept(tmp_path):
     with pytest.raises(OutputExistsError):
         generate_chain(out, ChainParams(stores=1, customers_per_store=10))
     assert (out / "keep.txt").read_text() == "mine"
-    generate_chain(out, ChainParams(stores=1, customers_per_store=10), overwrite=True)
-    assert not (out / "keep.txt").exists() and (out / "chain.json").is_file()
+    # --force replaces only what fedcrm wrote: a foreign directory is never deleted ...
+    with pytest.raises(OutputExistsError, match="not written by fedcrm"):
+        generate_chain(out, ChainParams(stores=1, customers_per_store=10), overwrite=True)
+    assert (out / "keep.txt").read_text() == "mine"
+    # ... while an earlier chain is.
+    chain = tmp_path / "chain"
+    generate_chain(chain, ChainParams(stores=1, customers_per_store=10))
+    generate_chain(chain, ChainParams(stores=1, customers_per_store=12), overwrite=True)
+    assert (chain / "chain.json").is_file() and '"customers_per_store": 12' in (
+        chain / "chain.json"
+    ).read_text()
 
 
 def test_failure_half_way_leaves_nothing(tmp_path):
@@ -173,7 +182,7 @@ def test_failure_half_way_leaves_nothing(tmp_path):
         ({"start": "yesterday"}, "start must be a date"),
         ({"start": "2025-01-01", "end": "2024-01-01"}, "at least 7 days after start"),
         ({"start": "1980-01-01"}, "history must lie within"),
-        ({"fmt": "xlsx"}, "fmt must be one of parquet, csv"),
+        ({"fmt": "xlsx"}, "--format must be one of parquet, csv"),
     ],
 )
 def test_bad_params_raise_config_error_naming_the_value(changes, message):

@@ -169,3 +169,48 @@ def test_many_errors_are_capped_with_a_count(make_store):
     errors = [f for f in check_store(root, now=NOW).errors if f.field == "amount"]
     assert len(errors) == 21
     assert errors[-1].row is None and errors[-1].message.startswith("40 more rows")
+
+
+def test_numeric_ids_beyond_float_precision_stay_exact(make_store, tmp_path):
+    big = [9007199254740992, 9007199254740993]
+    root = make_store()
+    for name in ("customers", "transactions", "consents", "interactions"):
+        (root / f"{name}.csv").unlink()
+    pd.DataFrame(
+        {
+            "customer_id": pd.Series(big, dtype="int64"),
+            "joined_at": pd.to_datetime(["2024-01-01"] * 2),
+        }
+    ).to_parquet(root / "customers.parquet")
+    pd.DataFrame(
+        {
+            "transaction_id": ["t1", "t2"],
+            "customer_id": pd.Series(big, dtype="int64"),
+            "timestamp": pd.to_datetime(["2024-02-01"] * 2),
+            "amount": [1.0, 2.0],
+            "quantity": [1, 1],
+            "store_id": ["s1", "s1"],
+        }
+    ).to_parquet(root / "transactions.parquet")
+    pd.DataFrame(
+        {
+            "customer_id": pd.Series(big, dtype="int64"),
+            "purpose": ["analytics"] * 2,
+            "granted": [True, True],
+            "timestamp": pd.to_datetime(["2024-01-01"] * 2),
+            "source": ["pos"] * 2,
+            "policy_version": ["v1"] * 2,
+        }
+    ).to_parquet(root / "consents.parquet")
+    data = load_store(root, now=NOW)
+    assert list(data.customers["customer_id"]) == [str(b) for b in big]
+
+
+def test_utc_offsets_keep_the_store_wall_clock(make_store):
+    root = make_store()
+    _rewrite_csv(
+        root / "transactions.csv",
+        lambda f: f.assign(timestamp=["2024-05-01T07:00:00+08:00"] + list(f["timestamp"][1:])),
+    )
+    data = load_store(root, now=NOW)
+    assert data.transactions["timestamp"].iloc[0] == pd.Timestamp("2024-05-01 07:00")

@@ -10,6 +10,7 @@ from typing import ParamSpec, TypeVar
 
 import typer
 from rich.logging import RichHandler
+from rich.text import Text
 
 from fedcrm.cli.console import err_console
 from fedcrm.errors import FedcrmError
@@ -37,9 +38,11 @@ def user_errors(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except FedcrmError as exc:
-            err_console.print(
-                f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True
-            )
+            _one_line_error(str(exc))
+            raise typer.Exit(code=1) from None
+        except OSError as exc:  # file-system trouble the user can fix: no traceback
+            where = f"{exc.filename}: " if exc.filename else ""
+            _one_line_error(f"{where}{exc.strerror or exc}")
             raise typer.Exit(code=1) from None
 
     return wrapper
@@ -49,17 +52,19 @@ def user_errors(command: Callable[P, R]) -> Callable[P, R]:
 def _configure(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details."),
 ) -> None:
-    level = (
-        logging.DEBUG
-        if verbose
-        else getattr(logging, os.environ.get("FEDCRM_LOG_LEVEL", "WARNING"))
-    )
+    name = os.environ.get("FEDCRM_LOG_LEVEL", "WARNING").upper()
+    level = logging.DEBUG if verbose else logging.getLevelNamesMapping().get(name, logging.WARNING)
     logging.basicConfig(
         level=level,
         format="%(message)s",
         handlers=[RichHandler(console=err_console, show_path=False, rich_tracebacks=False)],
         force=True,
     )
+
+
+def _one_line_error(text: str) -> None:
+    message = " ".join(text.split())  # one line, whatever the exception text holds
+    err_console.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
 
 
 def main() -> None:

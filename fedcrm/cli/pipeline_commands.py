@@ -14,6 +14,7 @@ from fedcrm.cli.app import app, user_errors
 from fedcrm.cli.console import err_console, out_console, progress_reporter
 from fedcrm.clients.preparation import PreparationRequest, PreparedStore, prepare_store
 from fedcrm.data.atomic import atomic_file
+from fedcrm.errors import ConfigError
 from fedcrm.data.layout import discover_stores
 from fedcrm.models.snapshot import FeatureSpec
 from fedcrm.models.vocabulary import CategoryVocabulary
@@ -107,7 +108,10 @@ def _chain_vocabulary(data: Path) -> CategoryVocabulary | None:
     manifest = data / "chain.json"
     if not manifest.is_file():
         return None
-    categories = json.loads(manifest.read_text(encoding="utf-8")).get("categories")
+    try:
+        categories = json.loads(manifest.read_text(encoding="utf-8")).get("categories")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+        raise ConfigError(f"{manifest}: not a valid chain manifest ({exc})") from None
     if not categories:
         return None
     return CategoryVocabulary.from_categories(categories)

@@ -34,7 +34,8 @@ from fedcrm.models.vocabulary import CategoryVocabulary
 from fedcrm.privacy.boundary import release_for_purpose
 from fedcrm.privacy.consent import ConsentReport
 from fedcrm.privacy.deidentification import DeidentificationPolicy, DeidentificationReport
-from fedcrm.privacy.keys import StoreKeys, write_pseudonym_map
+from fedcrm.privacy.keys import StoreKeys, load_pseudonym_map, write_pseudonym_map
+from fedcrm.privacy.pseudonyms import PseudonymMap
 
 __all__ = ["PreparationRequest", "PreparedStore", "prepare_store"]
 
@@ -116,6 +117,8 @@ def prepare_store(
     use, not for federated models).
     """
     layout = StoreLayout(Path(root))
+    if not layout.root.is_dir():
+        raise ConfigError(f"{layout.root}: no such store directory")
     store = load_store(layout.root)
     data_end = _data_end(store.transactions, store.manifest)
     cutoff = request.cutoff
@@ -136,7 +139,7 @@ def prepare_store(
     release = release_for_purpose(
         store, request.purpose, as_of, keys, policy=policy, reference_time=cutoff
     )
-    write_pseudonym_map(layout, release.pseudonym_map)
+    _persist_pseudonym_map(layout, release.pseudonym_map)
     data = release.data
     if vocabulary is None:
         categories = data.transactions.get("category", pd.Series(dtype="str"))
@@ -144,6 +147,12 @@ def prepare_store(
     if spec is None:
         spec = FeatureSpec.from_vocabulary(vocabulary)
     features = build_store_features(data, cutoff, spec=spec)
+    if len(features.customer_ids) == 0:
+        raise ConfigError(
+            f"{store.store_id}: no consented customer has a purchase before the cutoff "
+            f"{cutoff:%Y-%m-%d} (data ends {data_end:%Y-%m-%d}); choose a later cutoff "
+            "or a shorter horizon"
+        )
     labels = None
     if request.with_labels:
         labels = build_labels(
@@ -173,6 +182,16 @@ def prepare_store(
     )
 
 
+def _persist_pseudonym_map(layout: StoreLayout, new: PseudonymMap) -> None:
+    """Add this run's pseudonyms to the store's map (a union: runs for other purposes, or
+    other consent sets, keep their entries, so local scoring can always re-identify)."""
+    frames = [new.frame]
+    if layout.pseudonym_map_path.is_file():
+        frames.insert(0, load_pseudonym_map(layout).frame)
+    merged = pd.concat(frames, ignore_index=True).drop_duplicates("pseudonym", keep="last")
+    write_pseudonym_map(layout, merged.reset_index(drop=True))
+
+
 def _data_end(transactions: pd.DataFrame, manifest: dict[str, object]) -> pd.Timestamp:
     """The end of the store's history: the manifest's declared end, or the last purchase.
 
@@ -182,7 +201,12 @@ def _data_end(transactions: pd.DataFrame, manifest: dict[str, object]) -> pd.Tim
     window = manifest.get("window")
     declared = manifest.get("data_end") or (window.get("end") if isinstance(window, dict) else None)
     if declared:
-        return pd.Timestamp(str(declared))
+        try:
+            return pd.Timestamp(str(declared))
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"store.json: declared end of data is not a date: {declared!r}"
+            ) from None
     if transactions.empty:
         raise ConfigError("the store has no transactions")
     return pd.Timestamp(transactions["timestamp"].max())
@@ -196,5 +220,5 @@ def _timestamp(value: object, name: str) -> pd.Timestamp:
     if pd.isna(ts):
         raise ConfigError(f"{name}: a date or time is required")
     if ts.tzinfo is not None:
-        ts = ts.tz_convert("UTC").tz_localize(None)
+        raise ConfigError(f"{name}: give a store-local time without a time zone (got {value})")
     return ts

@@ -26,8 +26,14 @@ def atomic_directory(target: Path, *, overwrite: bool = False) -> Iterator[Path]
     directory is replaced silently.
     """
     target = Path(target)
-    if target.exists() and not overwrite and (not target.is_dir() or any(target.iterdir())):
-        raise OutputExistsError(f"{target}: already exists; choose another path or use --force")
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        if not overwrite:
+            raise OutputExistsError(f"{target}: already exists; choose another path or use --force")
+        if not _is_fedcrm_output(target):
+            raise OutputExistsError(
+                f"{target}: exists and was not written by fedcrm (no chain.json or store.json); "
+                "refusing to replace it even with --force"
+            )
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     try:
@@ -42,6 +48,16 @@ def atomic_directory(target: Path, *, overwrite: bool = False) -> Iterator[Path]
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(staging, target)
+
+
+def _is_fedcrm_output(path: Path) -> bool:
+    """A chain or store directory that fedcrm wrote (safe to replace with --force)."""
+    if not path.is_dir():
+        return False
+    if (path / "chain.json").is_file() or (path / "store.json").is_file():
+        return True
+    children = [p for p in path.iterdir() if not p.name.startswith(".")]
+    return bool(children) and all(p.is_dir() and (p / "store.json").is_file() for p in children)
 
 
 @contextmanager

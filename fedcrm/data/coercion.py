@@ -19,6 +19,7 @@ __all__ = ["TIMESTAMP_FORMAT_HELP", "Coerced", "coerce_column"]
 
 TIMESTAMP_FORMAT_HELP = "ISO 8601, e.g. 2025-03-01 or 2025-03-01 14:05:00"
 
+_OFFSET = r"(?:Z|[+-]\d{2}:?\d{2})$"
 _TRUE = frozenset({"true", "t", "yes", "y", "1"})
 _FALSE = frozenset({"false", "f", "no", "n", "0"})
 
@@ -32,7 +33,10 @@ class Coerced:
 
 
 def _text(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
-    if pd.api.types.is_float_dtype(raw.dtype) or pd.api.types.is_integer_dtype(raw.dtype):
+    if pd.api.types.is_integer_dtype(raw.dtype):
+        # Exact: a float detour would corrupt ids above 2**53 (18-digit member ids).
+        s = raw.astype("Int64").astype("str").mask(raw.isna())
+    elif pd.api.types.is_float_dtype(raw.dtype):
         # Parquet with numeric ids: render without a trailing ".0".
         as_text = raw.map(
             lambda v: None if pd.isna(v) else (f"{v:.0f}" if float(v).is_integer() else str(v))
@@ -55,13 +59,15 @@ def _coerce_timestamp(raw: pd.Series) -> Coerced:
     if pd.api.types.is_datetime64_any_dtype(raw.dtype):
         s = raw
         if getattr(s.dt, "tz", None) is not None:
-            s = s.dt.tz_convert("UTC").dt.tz_localize(None)
+            s = s.dt.tz_localize(None)  # keep the store's wall-clock time, drop the zone
         s = s.astype("datetime64[ns]")
         missing = s.isna().to_numpy()
         return Coerced(s, missing, np.zeros(len(s), dtype=bool), TIMESTAMP_FORMAT_HELP)
     text, missing = _text(raw)
-    parsed = pd.to_datetime(text, errors="coerce", format="ISO8601", utc=True)
-    parsed = parsed.dt.tz_localize(None).astype("datetime64[ns]")
+    # Store-local wall-clock time: a UTC offset is dropped, never applied, so a purchase stays
+    # on the day and side of the cutoff the store recorded it.
+    wall_clock = text.str.replace(_OFFSET, "", regex=True)
+    parsed = pd.to_datetime(wall_clock, errors="coerce", format="ISO8601").astype("datetime64[ns]")
     invalid = parsed.isna().to_numpy() & ~missing
     return Coerced(parsed, missing, invalid, TIMESTAMP_FORMAT_HELP)
 

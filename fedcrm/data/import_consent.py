@@ -73,9 +73,7 @@ def read_consents(
     file = path.name
     raw = read_table(path, encoding, _consent_chooser(file))
     n = len(raw)
-    p = RowProblems(
-        file, n, limits.max_reported_per_check, skippable=False, private=frozenset({"customer_id"})
-    )
+    p = RowProblems(file, n, limits.max_reported_per_check, skippable=False)
     out: dict[str, Any] = {"customer_id": text_values(raw["customer_id"])}
     p.add("customer_id", "customer id is missing", out["customer_id"].isna())
     purpose = text_values(raw["purpose"]).str.lower()
@@ -84,12 +82,11 @@ def read_consents(
         "purpose",
         "unknown purpose; expected one of " + ", ".join(PURPOSES),
         purpose.notna() & ~purpose.isin(PURPOSES),
-        detail=raw["purpose"],
     )
     out["purpose"] = purpose
     granted = coerce_column(raw["granted"], ColumnKind.BOOL)
     p.add("granted", "granted is missing", granted.missing)
-    p.add("granted", "not true/false", granted.invalid, detail=raw["granted"])
+    p.add("granted", "not true/false (e.g. true, false, 1, 0, yes, no)", granted.invalid)
     out["granted"] = granted.values
     parsed = parse_timestamp_column(
         raw["timestamp"], date_format=None, file=file, field="timestamp"
@@ -97,7 +94,7 @@ def read_consents(
     ts = parsed.values
     p.add("timestamp", "timestamp is missing", parsed.missing)
     how = f"not a date in the detected format {parsed.format!r}"
-    p.add("timestamp", how, parsed.invalid, raw["timestamp"])
+    p.add("timestamp", how, parsed.invalid)
     latest = now + pd.Timedelta(days=limits.clock_skew_days)
     p.add("timestamp", f"timestamp is in the future (after {latest:%Y-%m-%d})", ts > latest)
     oldest = pd.Timestamp(limits.earliest_timestamp)

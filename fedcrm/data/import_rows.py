@@ -45,15 +45,12 @@ CUSTOMER_TEXT = ("age_band", "region")
 class RowProblems:
     """Row problems of one file, in check order; each row is counted under its first one."""
 
-    def __init__(
-        self, file: str, rows: int, cap: int, skippable: bool, private: frozenset[str]
-    ) -> None:
+    def __init__(self, file: str, rows: int, cap: int, skippable: bool) -> None:
         self.file = file
         self.cap = cap
         self.skippable = skippable
-        self.private = private  # columns whose values are never quoted
         self.bad = np.zeros(rows, dtype=bool)
-        self.items: list[tuple[str, str, np.ndarray, pd.Series | None]] = []
+        self.items: list[tuple[str, str, np.ndarray]] = []
         self.skipped: dict[str, int] = {}
 
     def add(
@@ -61,9 +58,9 @@ class RowProblems:
         column: str,
         message: str,
         mask: np.ndarray | pd.Series,
-        detail: pd.Series | None = None,
     ) -> None:
-        """Flag rows of ``column``; ``detail`` (values of a non-identifying column) is quoted."""
+        """Flag rows of ``column``. Messages say what was expected and never quote the cell:
+        any column may hold personal data (a shifted CSV field moves it anywhere)."""
         flags = np.asarray(mask, dtype=bool)
         if not flags.any():
             return
@@ -71,7 +68,7 @@ class RowProblems:
         if new.any():
             self.skipped[f"{column}: {message}"] = int(new.sum())
         self.bad |= flags
-        self.items.append((column, message, flags, detail))
+        self.items.append((column, message, flags))
 
     def resolve(self, *, skip: bool) -> np.ndarray:
         """The rows to keep, or :class:`DataValidationError` when any is bad and not skipped."""
@@ -95,13 +92,10 @@ class RowProblems:
 
     def findings(self) -> list[Finding]:
         out: list[Finding] = []
-        for column, message, flags, detail in self.items:
+        for column, message, flags in self.items:
             positions = np.flatnonzero(flags)
             for pos in positions[: self.cap]:
-                text = message
-                if detail is not None and column not in self.private:
-                    text += f" (got {str(detail.iloc[pos])[:40]!r})"
-                out.append(Finding(self.file, int(pos) + 1, column, text))
+                out.append(Finding(self.file, int(pos) + 1, column, message))
             if positions.size > self.cap:
                 more = f"{positions.size - self.cap:,} more rows: {message}"
                 out.append(Finding(self.file, None, column, more))
@@ -130,7 +124,10 @@ def parse_money(text: str) -> float:
 
 
 def text_values(raw: pd.Series) -> pd.Series:
-    """Stripped text, NaN for empty."""
+    """Stripped text, NaN for empty; whole-number columns exactly (no float detour, which
+    would merge ids above 2**53)."""
+    if pd.api.types.is_integer_dtype(raw.dtype):
+        raw = raw.astype("Int64").astype("str").mask(raw.isna())
     return coerce_column(raw, ColumnKind.TEXT).values
 
 
@@ -172,8 +169,7 @@ def parse_rows(
     """
     n = len(raw)
     src = mapping.columns
-    private = frozenset({src["customer_id"], src.get("transaction_id", src["customer_id"])})
-    p = RowProblems(file, n, limits.max_reported_per_check, skippable=True, private=private)
+    p = RowProblems(file, n, limits.max_reported_per_check, skippable=True)
     out: dict[str, Any] = {}
 
     out["customer_id"] = text_values(raw["customer_id"])
@@ -188,22 +184,20 @@ def parse_rows(
     ts = out["timestamp"] = parsed.values
     p.add(src["timestamp"], "timestamp is missing", parsed.missing)
     how = "the detected format" if parsed.detected else "the format"
-    p.add(
-        src["timestamp"], f"not a date in {how} {parsed.format!r}", parsed.invalid, raw["timestamp"]
-    )
+    p.add(src["timestamp"], f"not a date in {how} {parsed.format!r}", parsed.invalid)
 
     if "quantity" in raw:
         quantity, q_missing, q_invalid = number_values(raw["quantity"])
         fractional = ~q_missing & ~q_invalid & (np.nan_to_num(quantity) % 1 != 0)
         p.add(src["quantity"], "quantity is missing", q_missing)
-        p.add(src["quantity"], "not a whole number", q_invalid | fractional, detail=raw["quantity"])
+        p.add(src["quantity"], "not a whole number (e.g. 1 or 12)", q_invalid | fractional)
         quantity = np.where(q_invalid | fractional, np.nan, quantity)
     else:
         quantity = np.ones(n)
     price = "amount" if "amount" in raw else "unit_price"
     value, a_missing, a_invalid = number_values(raw[price])
     p.add(src[price], f"{price.replace('_', ' ')} is missing", a_missing)
-    p.add(src[price], "not an amount (e.g. 12.50 or ¥1,234.50)", a_invalid, detail=raw[price])
+    p.add(src[price], "not an amount (e.g. 12.50 or ¥1,234.50)", a_invalid)
     amount = value if price == "amount" else np.round(quantity * value, 6)
 
     q_field = src.get("quantity", src[price])
@@ -235,7 +229,9 @@ def parse_rows(
         tid = "row-" + tid
     out["transaction_id"] = tid
     out["amount"] = amount
-    out["quantity"] = np.nan_to_num(quantity, nan=0).astype("int64")
+    # Rows outside the int64 range are flagged above; zero them so the cast stays quiet.
+    castable = np.isfinite(quantity) & (np.abs(quantity) < 2.0**63)
+    out["quantity"] = np.where(castable, quantity, 0).astype("int64")
     for name in TX_TEXT + CUSTOMER_TEXT:
         if name in raw:
             out[name] = text_values(raw[name])

@@ -4,8 +4,10 @@ With an explicit format (``--date-format``, Python ``strptime`` directives, or `
 every value must match it exactly. Without one, each format of :data:`CANDIDATE_FORMATS` is
 tried and the one that parses every non-empty value is used; when several do and they read
 some value differently (``05/03/2024``: 5 March or 3 May?) the import refuses and asks for
-``--date-format`` instead of guessing. Values with a UTC offset are converted to UTC and kept
-without zone, like the data contract says. Values are parsed once per distinct value.
+``--date-format`` instead of guessing. Values with a UTC offset keep their wall-clock time and
+drop the zone (``2024-05-01T07:00:00+08:00`` -> ``2024-05-01 07:00``), since the data contract
+holds naive store-local time; they are not converted to UTC. Values are parsed once per distinct
+value.
 """
 
 from __future__ import annotations
@@ -92,10 +94,35 @@ def _parse(values: pd.Index, fmt: str) -> np.ndarray:
     halves = _date_time_halves(fmt) if len(values) >= _SPLIT_FROM else None
     if halves is not None:
         return _parse_apart(values, *halves)
-    utc = fmt == ISO8601 or "%z" in fmt
-    parsed = pd.to_datetime(values, format=fmt, errors="coerce", utc=utc)
-    if utc:
-        parsed = parsed.tz_convert("UTC").tz_localize(None)
+    return _parse_wall_clock(values, fmt, split=True)
+
+
+#: The trailing UTC offset of a value (or what looks like one); groups values for parsing.
+_OFFSET_SUFFIX = re.compile(r"(?:Z|[+-]\d{2}(?::?\d{2})?)\s*$")
+
+
+def _parse_wall_clock(values: pd.Index, fmt: str, *, split: bool) -> np.ndarray:
+    """``values`` parsed with ``fmt``; values with a UTC offset keep their wall-clock time
+    (the zone is dropped, not converted). Mixed offsets are parsed one offset at a time."""
+    try:
+        parsed = pd.to_datetime(values, format=fmt, errors="coerce")
+    except ValueError:  # mixed offsets, or naive and offset values mixed
+        if len(values) <= 1:
+            return np.full(len(values), np.datetime64("NaT"), dtype="datetime64[ns]")
+        out = np.full(len(values), np.datetime64("NaT"), dtype="datetime64[ns]")
+        if split:
+            keys = values.str.extract(f"({_OFFSET_SUFFIX.pattern})", expand=False)
+            codes, _ = pd.factorize(keys.fillna(""))
+            groups = [np.flatnonzero(codes == c) for c in np.unique(codes)]
+            if len(groups) == 1:  # grouping did not separate them: one value at a time
+                groups = [np.array([i]) for i in range(len(values))]
+        else:
+            groups = [np.array([i]) for i in range(len(values))]
+        for idx in groups:
+            out[idx] = _parse_wall_clock(values[idx], fmt, split=False)
+        return out
+    if getattr(parsed, "tz", None) is not None:
+        parsed = parsed.tz_localize(None)
     return np.asarray(parsed, dtype="datetime64[ns]")
 
 
@@ -210,8 +237,7 @@ def _detect(uniques: pd.Index, codes: np.ndarray, file: str, field: str) -> tupl
                         None,
                         field,
                         f"ambiguous dates: both {chosen!r} and {other!r} read every value but "
-                        f"disagree (row {row}: {uniques[pos]!r}); pass --date-format with the "
-                        "right one",
+                        f"disagree (e.g. on row {row}); pass --date-format with the right one",
                     )
                 ]
             )

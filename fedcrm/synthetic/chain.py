@@ -112,7 +112,7 @@ class ChainParams:
                 f"end must be at least {MIN_DAYS} days after start (got {start} .. {end})"
             )
         if self.fmt not in FORMATS:
-            raise ConfigError(f"fmt must be one of {', '.join(FORMATS)} (got {self.fmt!r})")
+            raise ConfigError(f"--format must be one of {', '.join(FORMATS)} (got {self.fmt!r})")
         object.__setattr__(self, "start", start.isoformat())
         object.__setattr__(self, "end", end.isoformat())
 
@@ -174,10 +174,10 @@ def generate_chain(
     began = time.perf_counter()
     out_dir = Path(out_dir)
     if np.datetime64(params.end, "D") > np.datetime64(date.today(), "D") + 1:
-        logger.warning(
-            "end %s lies in the future: validating today will report the later rows as "
-            "future timestamps",
-            params.end,
+        # Store data must never hold future timestamps: the validator would refuse it.
+        raise ConfigError(
+            f"--end {params.end} lies in the future; history must end by tomorrow "
+            f"({np.datetime64(date.today(), 'D') + 1})"
         )
     report = progress or (lambda stage, done, total: None)
     calendar = build_calendar(params.start, params.end)
