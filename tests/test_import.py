@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import warnings
 from datetime import datetime
 from pathlib import Path
 
@@ -305,7 +306,8 @@ def test_bad_rows_name_file_row_and_field_but_never_the_customer(tmp_path):
     }
     text_of_error = str(info.value) + " ".join(f.describe() for f in info.value.findings)
     assert "SECRET" not in text_of_error
-    assert "'ten'" in text_of_error  # amounts are not identifying: quoted to help
+    assert "ten" not in text_of_error and "not a day" not in text_of_error  # cells never quoted
+    assert "not an amount (e.g. 12.50" in text_of_error  # what was expected instead
     assert not (tmp_path / "out").exists()
 
 
@@ -552,3 +554,108 @@ def test_store_column_places_consents_where_the_customer_bought(tmp_path):
     assert list(stores["b"].consents["customer_id"]) == ["0001"]  # consent is the person's
     assert {"read", "check", "write", "validate"} <= set(stages)
     assert "not placed" in summary.describe()
+
+
+def test_large_integer_ids_in_parquet_stay_exact(tmp_path):
+    frame = pd.DataFrame(
+        {
+            "cid": pd.Series([9007199254740992, 9007199254740993], dtype="int64"),
+            "ts": pd.to_datetime(["2024-01-01 10:00", "2024-01-02 11:00"]),
+            "amt": [1.0, 2.0],
+        }
+    )
+    source = tmp_path / "ids.parquet"
+    frame.to_parquet(source, index=False)
+    _run(tmp_path, source, "customer_id=cid,timestamp=ts,amount=amt")
+    store = _load_all(tmp_path / "out")["store_00"]
+    assert sorted(store.customers["customer_id"]) == ["9007199254740992", "9007199254740993"]
+    assert sorted(store.transactions["customer_id"]) == ["9007199254740992", "9007199254740993"]
+
+
+CANARY = "CANARY-4f1c"
+
+
+@pytest.mark.parametrize(
+    ("row", "mapping"),
+    [
+        (f"1,2024-01-01,{CANARY},1", BASIC_MAP),
+        (f"1,{CANARY},3,1", BASIC_MAP),
+        (f"1,2024-01-01,3,{CANARY}", BASIC_MAP + ",quantity=Qty"),
+    ],
+)
+def test_row_errors_never_quote_the_cell(tmp_path, row, mapping):
+    header = "CustomerID,InvoiceDate,Total,Qty\n2,2024-01-02,4,1\n"
+    source = _write(tmp_path / "pii.csv", f"{header}{row}\n")
+    with pytest.raises(DataValidationError) as info:
+        _run(tmp_path, source, mapping)
+    text = str(info.value) + " ".join(f.describe() for f in info.value.findings)
+    assert CANARY not in text and "row 2" in text
+
+
+def test_consent_errors_never_quote_the_cell(tmp_path):
+    source = _write(tmp_path / "tx.csv", "CustomerID,InvoiceDate,Total\n0001,2024-01-01,1\n")
+    consent = _write(
+        tmp_path / "consent.csv",
+        "customer_id,purpose,granted,timestamp\n"
+        f"0001,{CANARY},true,2024-01-01\n"
+        f"0001,analytics,{CANARY},2024-01-01\n"
+        f"0001,profiling,true,{CANARY}\n",
+    )
+    with pytest.raises(DataValidationError) as info:
+        _run(tmp_path, source, consent=consent)
+    text = str(info.value) + " ".join(f.describe() for f in info.value.findings)
+    assert CANARY not in text
+    assert "expected one of" in text and "not true/false (e.g. true" in text
+
+
+def test_ambiguous_dates_error_does_not_quote_the_value(tmp_path):
+    source = _write(tmp_path / "dates.csv", DATES.format(a="05/03/2024 14:22", b="06/04/2024 9:00"))
+    with pytest.raises(DataValidationError) as info:
+        _run(tmp_path, source)
+    assert "05/03/2024" not in str(info.value) and "row 1" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "date_format"),
+    [
+        ("2024-05-01T07:00:00+08:00", "2024-05-02T09:30:00+08:00", None),
+        ("2024-05-01T07:00:00+08:00", "2024-05-02T09:30:00-05:00", None),  # mixed offsets
+        ("2024-05-01T07:00:00Z", "2024-05-02 09:30", None),  # offset and naive mixed
+        ("2024-05-01 07:00 +0800", "2024-05-02 09:30 +0100", "%Y-%m-%d %H:%M %z"),
+    ],
+)
+def test_utc_offsets_keep_wall_clock_time(tmp_path, a, b, date_format):
+    source = _write(tmp_path / "tz.csv", DATES.format(a=a, b=b))
+    _run(tmp_path, source, date_format=date_format)
+    tx = _load_all(tmp_path / "out")["store_00"].transactions.sort_values("amount")
+    assert list(tx["timestamp"]) == [
+        pd.Timestamp("2024-05-01 07:00"),
+        pd.Timestamp("2024-05-02 09:30"),
+    ]
+
+
+def test_duplicate_header_columns_are_refused(tmp_path):
+    source = _write(tmp_path / "dup.csv", "cid,cid,ts,amt\n1,2,2024-01-01,3\n")
+    with pytest.raises(ImportMappingError, match=r"'cid' appear more than once"):
+        _run(tmp_path, source, "customer_id=cid,timestamp=ts,amount=amt")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unmapped_duplicate_header_columns_are_harmless(tmp_path):
+    source = _write(tmp_path / "dup.csv", "cid,note,ts,note,amt\n1,a,2024-01-01,b,3\n")
+    summary = _run(tmp_path, source, "customer_id=cid,timestamp=ts,amount=amt")
+    assert summary.rows_imported == 1
+
+
+def test_huge_quantity_is_flagged_without_numpy_warnings(tmp_path):
+    source = _write(
+        tmp_path / "q.csv",
+        "CustomerID,InvoiceDate,Total,Qty\n1,2024-01-01,3,1e20\n2,2024-01-02,4,1\n",
+    )
+    mapping = BASIC_MAP + ",quantity=Qty"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DataValidationError, match="implausible quantity"):
+            _run(tmp_path, source, mapping)
+        summary = _run(tmp_path, source, mapping, skip_invalid_rows=True)
+    assert summary.rows_imported == 1

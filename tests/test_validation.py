@@ -210,7 +210,7 @@ def test_utc_offsets_keep_the_store_wall_clock(make_store):
     root = make_store()
     _rewrite_csv(
         root / "transactions.csv",
-        lambda f: f.assign(timestamp=["2024-05-01T07:00:00+08:00"] + list(f["timestamp"][1:])),
+        lambda f: f.assign(timestamp=["2024-05-01T07:00:00+08:00", *f["timestamp"][1:]]),
     )
     data = load_store(root, now=NOW)
     assert data.transactions["timestamp"].iloc[0] == pd.Timestamp("2024-05-01 07:00")

@@ -14,8 +14,8 @@ from fedcrm.cli.app import app, user_errors
 from fedcrm.cli.console import err_console, out_console, progress_reporter
 from fedcrm.clients.preparation import PreparationRequest, PreparedStore, prepare_store
 from fedcrm.data.atomic import atomic_file
-from fedcrm.errors import ConfigError
 from fedcrm.data.layout import discover_stores
+from fedcrm.errors import ConfigError
 from fedcrm.models.snapshot import FeatureSpec
 from fedcrm.models.vocabulary import CategoryVocabulary
 

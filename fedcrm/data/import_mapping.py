@@ -213,7 +213,7 @@ def _read_csv(path: Path, encoding: str | None, choose: ColumnChooser) -> pd.Dat
     try:
         sep = _delimiter(path, enc)
         header = pd.read_csv(path, sep=sep, encoding=enc, dtype=str, skipinitialspace=True, nrows=0)
-        chosen = choose([str(c) for c in header.columns])
+        chosen = choose(_unmangled(path, sep, enc, [str(c) for c in header.columns]))
         # All columns, not usecols: only a full read refuses rows with too many fields (an
         # unquoted separator inside a value), which would otherwise shift values silently.
         frame = pd.read_csv(
@@ -233,6 +233,27 @@ def _read_csv(path: Path, encoding: str | None, choose: ColumnChooser) -> pd.Dat
         hint = "; is a value holding the separator unquoted?" if "Expected" in str(exc) else ""
         raise _unreadable(path, f"malformed CSV: {_first_line(exc)}{hint}") from None
     return pd.DataFrame({target: frame[name] for target, name in chosen.items()})
+
+
+def _unmangled(path: Path, sep: str, encoding: str, names: list[str]) -> list[str]:
+    """``names`` (pandas' header, which renames a repeated ``cid`` to ``cid.1``) with repeated
+    names restored, so a mapping onto a column the header holds twice is refused."""
+    first = pd.read_csv(
+        path,
+        sep=sep,
+        encoding=encoding,
+        dtype=str,
+        skipinitialspace=True,
+        header=None,
+        nrows=1,
+        keep_default_na=False,
+        na_filter=False,
+    )
+    raw = [str(v) for v in first.iloc[0]] if len(first) else []
+    if len(raw) != len(names):
+        return names
+    counts = pd.Series(raw).value_counts()
+    return [r if counts[r] > 1 else m for r, m in zip(raw, names, strict=True)]
 
 
 def _delimiter(path: Path, encoding: str) -> str:

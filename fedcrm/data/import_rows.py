@@ -6,7 +6,7 @@ through :func:`fedcrm.data.timestamps.parse_timestamp_column`, amounts such as `
 unparseable values, negative amounts, zero or negative quantities as found in returns and
 cancellations, values outside :class:`~fedcrm.data.contract.ValidationLimits`, duplicate
 transaction ids. :class:`RowProblems` collects them; each row is counted under its first problem,
-and findings name the file, the 1-based data row and the source column, never a customer id.
+and findings name the file, the 1-based data row and the source column, never a cell value.
 """
 
 from __future__ import annotations
