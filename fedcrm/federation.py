@@ -23,9 +23,12 @@ from fedcrm.errors import ConfigError
 from fedcrm.server.checkpoints import RunDirectory
 from fedcrm.server.run_config import FederationConfig
 
-__all__ = ["FederationResult", "run_federation"]
+__all__ = ["BASELINES_KEY", "FederationResult", "run_federation"]
 
 logger = logging.getLogger(__name__)
+
+#: overrides flag (default true): add the centralized / local-only baselines to summary.json
+BASELINES_KEY = "baselines"
 
 
 @dataclass(frozen=True)
@@ -98,8 +101,12 @@ def run_federation(
     n = len(stores) if num_stores is None else num_stores
     if not 1 <= n <= len(stores):
         raise ConfigError(f"num_stores must be 1..{len(stores)} for {data_dir} (got {n})")
+    overrides = dict(overrides or {})
+    baselines = overrides.pop(BASELINES_KEY, True)  # a harness flag, not a Flower key
+    if not isinstance(baselines, bool):
+        raise ConfigError(f"{BASELINES_KEY} must be a boolean (got {baselines!r})")
     run_config = {
-        **dict(overrides or {}),
+        **overrides,
         "run-dir": str(Path(run_dir).resolve()),
         "data-dir": str(Path(data_dir).resolve()),
         "expected-stores": n,
@@ -125,4 +132,37 @@ def run_federation(
         )
     finally:
         stop.set()  # a coordinator still waiting on a crashed engine gives up
+    if baselines:
+        _add_baselines(config, stores[:n])
     return FederationResult.from_run_dir(config.run_path, time.perf_counter() - began)
+
+
+def _add_baselines(config: FederationConfig, store_dirs: list[Path]) -> None:
+    """Add the issue-3 baselines to ``summary.json`` (atomically) as its ``churn`` block.
+
+    Simulation-only references (:mod:`fedcrm.server.baselines`): they read the stores' data
+    directly and never touch the stores' privacy ledgers. A failure is logged, not raised: the
+    federated run itself is complete.
+    """
+    from fedcrm.data.atomic import atomic_file
+    from fedcrm.server.baselines import baselines_for_config
+    from fedcrm.server.checkpoints import _dump
+
+    summary_path = config.run_path / "summary.json"
+    if not summary_path.is_file():
+        return  # the federation did not finish; from_run_dir says so
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    try:
+        result = baselines_for_config(config, store_dirs, summary)
+    except Exception:  # a reference must not lose the run's result
+        logger.exception("baselines failed; summary.json keeps the federated result only")
+        return
+    summary["churn"] = result.as_summary((summary.get("final") or {}).get("auc"))
+    with atomic_file(summary_path) as tmp:
+        tmp.write_text(_dump(summary), encoding="utf-8")
+    logger.info(
+        "baselines: federated AUC %s, centralized (non-private) %s, local-only (DP) %s",
+        summary["churn"]["auc"],
+        result.centralized_auc,
+        result.local_only_auc,
+    )
