@@ -124,10 +124,7 @@ def parse_money(text: str) -> float:
 
 
 def text_values(raw: pd.Series) -> pd.Series:
-    """Stripped text, NaN for empty; whole-number columns exactly (no float detour, which
-    would merge ids above 2**53)."""
-    if pd.api.types.is_integer_dtype(raw.dtype):
-        raw = raw.astype("Int64").astype("str").mask(raw.isna())
+    """Stripped text, NaN for empty; whole-number columns exactly (see coerce_column)."""
     return coerce_column(raw, ColumnKind.TEXT).values
 
 

@@ -19,8 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from fedcrm.data.coercion import coerce_column
 from fedcrm.data.contract import (
@@ -37,6 +35,7 @@ from fedcrm.data.contract import (
 )
 from fedcrm.data.findings import Finding, Severity
 from fedcrm.data.layout import StoreLayout
+from fedcrm.data.membership import text_isin
 from fedcrm.data.reading import read_raw_table
 from fedcrm.data.store import StoreData, empty_table
 from fedcrm.errors import DataError, DataValidationError
@@ -269,17 +268,9 @@ def _check_rules(
             found.rows(
                 files[name],
                 "customer_id",
-                ids.notna().to_numpy() & ~_is_in(ids, known_ids),
+                ids.notna().to_numpy() & ~text_isin(ids, known_ids),
                 "orphan customer id: not in the customers table",
             )
-
-
-def _is_in(values: pd.Series, allowed: np.ndarray) -> np.ndarray:
-    """Vectorised membership for text columns (pandas' ``isin`` loops in Python for str)."""
-    mask = pc.is_in(
-        pa.array(values, type=pa.string()), value_set=pa.array(allowed, type=pa.string())
-    )
-    return mask.fill_null(False).to_numpy(zero_copy_only=False)
 
 
 def _check_key(contract: TableContract, frame: pd.DataFrame, file: str, found: _Findings) -> None:

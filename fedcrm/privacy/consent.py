@@ -25,10 +25,9 @@ from datetime import datetime
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from fedcrm.data.contract import PURPOSES
+from fedcrm.data.membership import text_isin
 from fedcrm.data.store import StoreData
 from fedcrm.errors import ConsentError
 
@@ -132,14 +131,6 @@ def _purpose_events(consents: pd.DataFrame, purpose: str) -> pd.DataFrame:
     return ev
 
 
-def _member(values: pd.Series | pd.Index, ids: pd.Index) -> np.ndarray:
-    """``values.isin(ids)`` through pyarrow: pandas' ``str`` isin is slow at a million rows."""
-    hay = pa.array(values.astype("str"))
-    needles = pa.array(ids.astype("str")).cast(hay.type)
-    found = pc.fill_null(pc.is_in(hay, value_set=needles), False)
-    return np.asarray(found.to_numpy(zero_copy_only=False), dtype=bool)
-
-
 def restrict_to_customers(store: StoreData, customer_ids: pd.Index | frozenset[str]) -> StoreData:
     """``store`` with every table restricted to rows of ``customer_ids``."""
     ids = customer_ids if isinstance(customer_ids, pd.Index) else pd.Index(list(customer_ids))
@@ -147,7 +138,7 @@ def restrict_to_customers(store: StoreData, customer_ids: pd.Index | frozenset[s
     def keep(frame: pd.DataFrame) -> pd.DataFrame:
         if "customer_id" not in frame.columns:
             return frame.iloc[0:0]
-        return frame.loc[_member(frame["customer_id"], ids)]
+        return frame.loc[text_isin(frame["customer_id"], ids)]
 
     return replace(
         store,
@@ -174,7 +165,7 @@ def filter_by_consent(
 
     after = (ev["timestamp"] > ts).to_numpy()
     ev = ev.loc[~after]
-    known = _member(ev["customer_id"], customers)
+    known = text_isin(ev["customer_id"], customers)
     unknown_events = int((~known).sum())
     ev = ev.loc[known]
     # Stable sort by time keeps ledger order among equal timestamps: the later row wins.
@@ -186,7 +177,7 @@ def filter_by_consent(
     last_granted = last["granted"].astype(bool).to_numpy()
     included_ids = last.index[last_granted]
     refusals = last.index[~last_granted]
-    revoked = int(_member(refusals, ever_granted).sum())
+    revoked = int(text_isin(refusals, ever_granted).sum())
     refused = len(refusals) - revoked
     no_record = len(customers) - len(last)
 
