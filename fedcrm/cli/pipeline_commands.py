@@ -15,7 +15,6 @@ from fedcrm.cli.console import err_console, out_console, progress_reporter
 from fedcrm.clients.preparation import PreparationRequest, PreparedStore, prepare_store
 from fedcrm.data.atomic import atomic_file
 from fedcrm.data.layout import discover_stores
-from fedcrm.errors import ConfigError
 from fedcrm.models.snapshot import FeatureSpec
 from fedcrm.models.vocabulary import CategoryVocabulary
 
@@ -105,16 +104,10 @@ def demo(
 
 def _chain_vocabulary(data: Path) -> CategoryVocabulary | None:
     """The chain's public category taxonomy (product master data), if the chain declares one."""
-    manifest = data / "chain.json"
-    if not manifest.is_file():
-        return None
-    try:
-        categories = json.loads(manifest.read_text(encoding="utf-8")).get("categories")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
-        raise ConfigError(f"{manifest}: not a valid chain manifest ({exc})") from None
-    if not categories:
-        return None
-    return CategoryVocabulary.from_categories(categories)
+    from fedcrm.synthetic.chain import chain_categories
+
+    categories = chain_categories(data)
+    return CategoryVocabulary.from_categories(categories) if categories else None
 
 
 def _print_chain(prepared: list[PreparedStore]) -> None:

@@ -258,6 +258,26 @@ class FitOutcome:
         return bool(self.metrics.get("refused"))
 
 
+def store_dp_numbers(
+    n: int, plan: Any, recorded_delta: float | None
+) -> tuple[float, float, int, float]:
+    """(δ, sample rate q, steps per round, noise multiplier σ) of a store of ``n`` records.
+
+    δ is the ledger's recorded δ, else the plan's, never above ``default_delta(n)``; σ is
+    planned once for the whole run (rounds × local epochs). One function so that the store
+    agent and the local-only baseline can never drift apart.
+    """
+    from fedcrm.privacy.accounting import default_delta, plan_noise_multiplier
+    from fedcrm.privacy.dp_sgd import sample_rate_for, steps_per_epoch
+
+    ceiling = float(default_delta(n))
+    delta = float(recorded_delta or min(plan.delta or ceiling, ceiling))
+    q = float(sample_rate_for(n, plan.batch_size))
+    steps_per_round = plan.local_epochs * steps_per_epoch(n, plan.batch_size)
+    sigma = float(plan_noise_multiplier(plan.epsilon, delta, q, plan.num_rounds * steps_per_round))
+    return delta, q, steps_per_round, sigma
+
+
 @dataclass(frozen=True)
 class EvalOutcome:
     loss: float
@@ -265,16 +285,11 @@ class EvalOutcome:
     metrics: dict[str, int | float]
 
 
-def _epsilon(value: Any) -> float:
-    """The ε of a ledger answer, whether a number or a budget-like object."""
-    return float(getattr(value, "epsilon", value))
-
-
 def _decision_metrics(decision: Any) -> dict[str, float]:
     return {
-        "requested_epsilon": _epsilon(decision.requested),
-        "remaining_epsilon": _epsilon(decision.remaining),
-        "difference_epsilon": _epsilon(decision.difference),
+        "requested_epsilon": float(decision.requested),
+        "remaining_epsilon": float(decision.remaining),
+        "difference_epsilon": float(decision.difference),
     }
 
 
@@ -306,8 +321,7 @@ class StoreAgent:
 
     def _plan_privacy(self, context: Context) -> None:
         """σ for the whole plan, once per run; the numbers go to ``Context.state``."""
-        from fedcrm.privacy.accounting import default_delta, plan_noise_multiplier
-        from fedcrm.privacy.dp_sgd import sample_rate_for, steps_per_epoch
+        from fedcrm.privacy.accounting import default_delta
         from fedcrm.privacy.ledger import PrivacyLedger
 
         plan = self.plan
@@ -323,7 +337,7 @@ class StoreAgent:
                 ceiling,
                 ceiling,
             )
-        self.delta = float(recorded or min(plan.delta or ceiling, ceiling))
+
         if recorded and plan.delta and plan.delta != recorded:
             logger.warning(
                 "the coordinator asks for δ=%g but this store's ledger is kept at δ=%g for its "
@@ -332,12 +346,8 @@ class StoreAgent:
                 recorded,
                 recorded,
             )
-        self.sample_rate = float(sample_rate_for(n, plan.batch_size))
-        self.steps_per_round = plan.local_epochs * steps_per_epoch(n, plan.batch_size)
-        self.noise_multiplier = float(
-            plan_noise_multiplier(
-                plan.epsilon, self.delta, self.sample_rate, plan.num_rounds * self.steps_per_round
-            )
+        self.delta, self.sample_rate, self.steps_per_round, self.noise_multiplier = (
+            store_dp_numbers(n, plan, recorded)
         )
         context.state.config_records[_DP_STATE] = ConfigRecord(
             {
@@ -524,9 +534,9 @@ class StoreAgent:
         ledger = self._ledger()
         report: dict[str, int | float] = {
             "run_epsilon": run_epsilon,
-            "purpose_epsilon_spent": _epsilon(ledger.spent(LEDGER_PURPOSE)),
+            "purpose_epsilon_spent": float(ledger.spent(LEDGER_PURPOSE)),
             "purpose_epsilon_cap": float(ledger.cap(LEDGER_PURPOSE)),
-            "lifetime_epsilon_spent": _epsilon(ledger.spent()),
+            "lifetime_epsilon_spent": float(ledger.spent()),
             "lifetime_epsilon_budget": self.settings.lifetime_epsilon,
             "delta": self.delta,
             "noise_multiplier": self.noise_multiplier,

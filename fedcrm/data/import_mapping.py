@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fedcrm.data.findings import Finding
+from fedcrm.data.reading import first_line
 from fedcrm.errors import ConfigError, DataValidationError, ImportMappingError
 
 __all__ = [
@@ -192,12 +193,12 @@ def _read_parquet(path: Path, choose: ColumnChooser) -> pd.DataFrame:
     try:
         schema = pq.read_schema(path)
     except (pa.ArrowException, OSError) as exc:
-        raise _unreadable(path, f"unreadable Parquet: {_first_line(exc)}") from exc
+        raise _unreadable(path, f"unreadable Parquet: {first_line(exc)}") from exc
     chosen = choose(list(schema.names))
     try:
         table = pq.read_table(path, columns=sorted(set(chosen.values())))
     except (pa.ArrowException, OSError) as exc:
-        raise _unreadable(path, f"unreadable Parquet: {_first_line(exc)}") from exc
+        raise _unreadable(path, f"unreadable Parquet: {first_line(exc)}") from exc
     frame = table.to_pandas(date_as_object=False)
     return pd.DataFrame({target: frame[name] for target, name in chosen.items()})
 
@@ -231,7 +232,7 @@ def _read_csv(path: Path, encoding: str | None, choose: ColumnChooser) -> pd.Dat
         raise _unreadable(path, "the file is empty (no header row)") from None
     except (pd.errors.ParserError, csv.Error) as exc:
         hint = "; is a value holding the separator unquoted?" if "Expected" in str(exc) else ""
-        raise _unreadable(path, f"malformed CSV: {_first_line(exc)}{hint}") from None
+        raise _unreadable(path, f"malformed CSV: {first_line(exc)}{hint}") from None
     return pd.DataFrame({target: frame[name] for target, name in chosen.items()})
 
 
@@ -289,8 +290,3 @@ def _decode_error(path: Path, encoding: str) -> DataValidationError:
 
 def _unreadable(path: Path, message: str) -> DataValidationError:
     return DataValidationError([Finding(path.name, None, None, message)])
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

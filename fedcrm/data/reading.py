@@ -51,7 +51,7 @@ def read_raw_table(path: Path) -> RawTable:
         )
     except (pd.errors.ParserError, csv.Error) as exc:
         return RawTable(
-            name, None, [Finding(name, None, None, f"malformed CSV: {_first_line(exc)}")]
+            name, None, [Finding(name, None, None, f"malformed CSV: {first_line(exc)}")]
         )
     frame.columns = [str(c).strip() for c in frame.columns]
     dupes = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
@@ -68,7 +68,7 @@ def _read_parquet(path: Path) -> RawTable:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
         return RawTable(
-            name, None, [Finding(name, None, None, f"unreadable Parquet: {_first_line(exc)}")]
+            name, None, [Finding(name, None, None, f"unreadable Parquet: {first_line(exc)}")]
         )
     frame = table.to_pandas()
     frame.columns = [str(c).strip() for c in frame.columns]
@@ -92,5 +92,5 @@ def _decode_utf8(raw: bytes, name: str) -> tuple[str, Finding | None]:
         )
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -127,8 +127,8 @@ def check_store(
     found = _Findings(limits.max_reported_per_check)
     layout = StoreLayout(root)
     try:
-        store_id = layout.store_id
         manifest = layout.read_manifest()
+        store_id = str(manifest.get("store_id") or root.name)
     except DataError as exc:
         found.file("store.json", None, str(exc))
         store_id, manifest = root.name, {}

@@ -48,38 +48,36 @@ HistoryEntry = tuple[float, float, int]
 History = Sequence[HistoryEntry]
 
 
-def _is_real(value: object) -> bool:
+def is_real(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def _is_integer(value: object) -> bool:
+def is_integer(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _check_epsilon(epsilon: float) -> None:
-    if not (_is_real(epsilon) and math.isfinite(epsilon) and epsilon > 0):
+    if not (is_real(epsilon) and math.isfinite(epsilon) and epsilon > 0):
         raise ConfigError(f"target ε must be a finite number > 0 (got {epsilon!r})")
 
 
 def _check_delta(delta: float) -> None:
-    if not (_is_real(delta) and 0 < delta < 1):
+    if not (is_real(delta) and 0 < delta < 1):
         raise ConfigError(f"δ must be strictly between 0 and 1 (got {delta!r})")
 
 
 def _check_sample_rate(sample_rate: float) -> None:
-    if not (_is_real(sample_rate) and 0 < sample_rate <= 1):
+    if not (is_real(sample_rate) and 0 < sample_rate <= 1):
         raise ConfigError(f"sample rate q must be in (0, 1] (got {sample_rate!r})")
 
 
 def _check_steps(steps: int) -> None:
-    if not _is_integer(steps) or steps < 1:
+    if not is_integer(steps) or steps < 1:
         raise ConfigError(f"steps must be an integer >= 1 (got {steps!r})")
 
 
 def _check_noise(noise_multiplier: float) -> None:
-    if not (
-        _is_real(noise_multiplier) and math.isfinite(noise_multiplier) and noise_multiplier > 0
-    ):
+    if not (is_real(noise_multiplier) and math.isfinite(noise_multiplier) and noise_multiplier > 0):
         raise ConfigError(
             f"noise multiplier σ must be a finite number > 0 (got {noise_multiplier!r}); "
             "σ = 0 gives no differential privacy (ε is infinite)"
@@ -239,6 +237,6 @@ _MIN_SIGMA = 0.05
 
 def default_delta(n_records: int) -> float:
     """``min(1e-5, 1 / (10 n))`` for a store of ``n_records`` records."""
-    if not _is_integer(n_records) or n_records < 1:
+    if not is_integer(n_records) or n_records < 1:
         raise ConfigError(f"n_records must be an integer >= 1 (got {n_records!r})")
     return min(1e-5, 1.0 / (10 * int(n_records)))

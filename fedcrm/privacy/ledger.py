@@ -36,7 +36,6 @@ from __future__ import annotations
 import fcntl
 import json
 import math
-import numbers
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -48,7 +47,14 @@ from typing import Any
 from fedcrm.data.atomic import atomic_file
 from fedcrm.data.layout import StoreLayout
 from fedcrm.errors import BudgetExceededError, ConfigError, PrivacyError
-from fedcrm.privacy.accounting import ACCOUNTANT, HistoryEntry, epsilon_of, plan_noise_multiplier
+from fedcrm.privacy.accounting import (
+    ACCOUNTANT,
+    HistoryEntry,
+    epsilon_of,
+    is_integer,
+    is_real,
+    plan_noise_multiplier,
+)
 
 __all__ = [
     "LEDGER_FILE_NAME",
@@ -81,14 +87,6 @@ def check_purpose(purpose: str) -> str:
     return purpose
 
 
-def _real(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _integer(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def _utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -105,9 +103,9 @@ class PrivacyBudget:
     delta: float
 
     def __post_init__(self) -> None:
-        if not (_real(self.epsilon) and math.isfinite(self.epsilon) and self.epsilon > 0):
+        if not (is_real(self.epsilon) and math.isfinite(self.epsilon) and self.epsilon > 0):
             raise ConfigError(f"budget ε must be a finite number > 0 (got {self.epsilon!r})")
-        if not (_real(self.delta) and 0 < self.delta < 1):
+        if not (is_real(self.delta) and 0 < self.delta < 1):
             raise ConfigError(f"budget δ must be strictly between 0 and 1 (got {self.delta!r})")
         object.__setattr__(self, "epsilon", float(self.epsilon))
         object.__setattr__(self, "delta", float(self.delta))
@@ -124,7 +122,7 @@ class BudgetSplit:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if not (_real(value) and 0 <= value <= 1):
+            if not (is_real(value) and 0 <= value <= 1):
                 raise ConfigError(f"budget share of {f.name} must be in [0, 1] (got {value!r})")
             object.__setattr__(self, f.name, float(value))
         total = sum(getattr(self, p) for p in PURPOSES)
@@ -151,18 +149,18 @@ class LedgerEntry:
     def __post_init__(self) -> None:
         if not isinstance(self.run_id, str) or not self.run_id.strip():
             raise ConfigError(f"run_id must be a non-empty string (got {self.run_id!r})")
-        if not _integer(self.round) or self.round < 0:
+        if not is_integer(self.round) or self.round < 0:
             raise ConfigError(f"round must be an integer >= 0 (got {self.round!r})")
         check_purpose(self.purpose)
         sigma = self.noise_multiplier
-        if not (_real(sigma) and math.isfinite(sigma) and sigma > 0):
+        if not (is_real(sigma) and math.isfinite(sigma) and sigma > 0):
             raise ConfigError(
                 f"noise_multiplier must be a finite number > 0 (got {sigma!r}); "
                 "σ = 0 gives no differential privacy and cannot be recorded"
             )
-        if not (_real(self.sample_rate) and 0 < self.sample_rate <= 1):
+        if not (is_real(self.sample_rate) and 0 < self.sample_rate <= 1):
             raise ConfigError(f"sample_rate must be in (0, 1] (got {self.sample_rate!r})")
-        if not _integer(self.steps) or self.steps < 1:
+        if not is_integer(self.steps) or self.steps < 1:
             raise ConfigError(f"steps must be an integer >= 1 (got {self.steps!r})")
         try:
             datetime.fromisoformat(self.recorded_at)
@@ -484,7 +482,7 @@ def _read(
         if data.get("accountant") != ACCOUNTANT:
             raise ValueError(f"kept with accountant {data.get('accountant')!r}, not {ACCOUNTANT}")
         delta = data["delta"]
-        if not (_real(delta) and 0 < delta < 1):
+        if not (is_real(delta) and 0 < delta < 1):
             raise ValueError(f"invalid δ {delta!r}")
         entries = tuple(LedgerEntry.from_dict(e) for e in data["entries"])
         refusals = tuple(dict(r) for r in data.get("refusals", []))

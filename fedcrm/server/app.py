@@ -128,13 +128,11 @@ def resolve_feature_spec(config: FederationConfig) -> FeatureSpec:
     if config.feature_spec:
         return FeatureSpec.from_dict(json.loads(config.feature_spec))
     from fedcrm.models.vocabulary import CategoryVocabulary
-    from fedcrm.synthetic.chain import CHAIN_MANIFEST
+    from fedcrm.synthetic.chain import chain_categories
 
-    manifest = config.data_path / CHAIN_MANIFEST if config.data_path else None
-    if manifest is not None and manifest.is_file():
-        categories = json.loads(manifest.read_text(encoding="utf-8")).get("categories")
-        if categories:
-            return FeatureSpec.from_vocabulary(CategoryVocabulary.from_categories(categories))
+    categories = chain_categories(config.data_path) if config.data_path else ()
+    if categories:
+        return FeatureSpec.from_vocabulary(CategoryVocabulary.from_categories(categories))
     return FeatureSpec()
 
 
@@ -317,7 +315,9 @@ class _Coordinator:
         reports = _query(self.grid, nodes, REPORT_QUERY, self.plan, config.node_timeout)
         stores = [{"node_id": n, **answers.get(n, {}), **reports.get(n, {})} for n in nodes]
         rounds = [strategy.rounds[r] for r in sorted(strategy.rounds)]
-        card = self.model_card(stores, rounds, model_files)
+        refusals = self.run.read_events("refused")
+        rejections = self.run.read_events("rejected")
+        card = self.model_card(stores, rounds, model_files, len(refusals), len(rejections))
         self.run.write_model_card(card)
         summary = {
             "run_id": int(self.context.run_id),
@@ -325,8 +325,8 @@ class _Coordinator:
             "final": (rounds[-1].get("evaluate") if rounds else None) or {},
             "final_loss": rounds[-1].get("loss") if rounds else None,
             "stores": stores,
-            "refusals": self.run.read_events("refused"),
-            "rejections": self.run.read_events("rejected"),
+            "refusals": refusals,
+            "rejections": rejections,
             "model": {k: str(v) for k, v in model_files.items()},
             "model_card": str(self.run.model_card_path),
         }
@@ -334,7 +334,12 @@ class _Coordinator:
         return summary
 
     def model_card(
-        self, stores: list[dict[str, Any]], rounds: list[dict[str, Any]], files: Mapping[str, Any]
+        self,
+        stores: list[dict[str, Any]],
+        rounds: list[dict[str, Any]],
+        files: Mapping[str, Any],
+        refusals: int,
+        rejections: int,
     ) -> dict[str, Any]:
         c = self.config
         return {
@@ -380,8 +385,8 @@ class _Coordinator:
                 "stores": stores,
             },
             "metrics": {"rounds": rounds},
-            "refusals": len(self.run.read_events("refused")),
-            "rejections": len(self.run.read_events("rejected")),
+            "refusals": refusals,
+            "rejections": rejections,
             "limitations": list(LIMITATIONS),
         }
 

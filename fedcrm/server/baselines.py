@@ -133,16 +133,12 @@ def _local_only(
     """One store alone under the federation's per-store DP plan (no ledger involved)."""
     import torch
 
+    from fedcrm.clients.store_agent import store_dp_numbers
     from fedcrm.models.churn import build_churn_model, predict_proba
-    from fedcrm.privacy.accounting import default_delta, plan_noise_multiplier
-    from fedcrm.privacy.dp_sgd import DpSgdConfig, sample_rate_for, steps_per_epoch, train_dp
+    from fedcrm.privacy.dp_sgd import DpSgdConfig, train_dp
 
     n = len(data.y_train)
-    ceiling = float(default_delta(n))
-    store_delta = float(delta) if delta else min(plan.delta or ceiling, ceiling)
-    q = float(sample_rate_for(n, plan.batch_size))
-    steps = plan.num_rounds * plan.local_epochs * steps_per_epoch(n, plan.batch_size)
-    sigma = float(plan_noise_multiplier(plan.epsilon, store_delta, q, steps))
+    store_delta, q, _, sigma = store_dp_numbers(n, plan, delta)
     torch.manual_seed(seed)  # the initial model, as the coordinator seeds it
     model = build_churn_model(plan.model, int(data.x_train.shape[1]))
     config = DpSgdConfig(

@@ -160,6 +160,18 @@ def _chain_manifest(params: ChainParams, stores: list[StoreSummary]) -> dict[str
     }
 
 
+def chain_categories(data_dir: Path) -> tuple[str, ...]:
+    """The product taxonomy a chain directory's ``chain.json`` declares (empty if none)."""
+    manifest = Path(data_dir) / CHAIN_MANIFEST
+    if not manifest.is_file():
+        return ()
+    try:
+        categories = json.loads(manifest.read_text(encoding="utf-8")).get("categories")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+        raise ConfigError(f"{manifest}: not a valid chain manifest ({exc})") from None
+    return tuple(categories or ())
+
+
 def generate_chain(
     out_dir: Path,
     params: ChainParams,
