@@ -6,6 +6,7 @@ exit code here; nothing below this package prints.
 
 from fedcrm.cli import data_commands as _data_commands  # noqa: F401 - registers generate/validate/import
 from fedcrm.cli import pipeline_commands as _pipeline_commands  # noqa: F401 - registers prepare/demo
+from fedcrm.cli import scoring_commands as _scoring_commands  # noqa: F401 - registers score
 from fedcrm.cli import training_commands as _training_commands  # noqa: F401 - registers train
 from fedcrm.cli.app import app, main
 

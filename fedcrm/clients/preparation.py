@@ -37,7 +37,7 @@ from fedcrm.privacy.deidentification import DeidentificationPolicy, Deidentifica
 from fedcrm.privacy.keys import StoreKeys, load_pseudonym_map, write_pseudonym_map
 from fedcrm.privacy.pseudonyms import PseudonymMap
 
-__all__ = ["PreparationRequest", "PreparedStore", "prepare_store"]
+__all__ = ["PreparationRequest", "PreparedStore", "prepare_store", "store_data_end"]
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def prepare_store(
     if not layout.root.is_dir():
         raise ConfigError(f"{layout.root}: no such store directory")
     store = load_store(layout.root)
-    data_end = _data_end(store.transactions, store.manifest)
+    data_end = store_data_end(store.transactions, store.manifest)
     cutoff = request.cutoff
     if cutoff is None:
         cutoff = (data_end - pd.Timedelta(days=request.horizon_days)).normalize()
@@ -192,7 +192,7 @@ def _persist_pseudonym_map(layout: StoreLayout, new: PseudonymMap) -> None:
     write_pseudonym_map(layout, merged.reset_index(drop=True))
 
 
-def _data_end(transactions: pd.DataFrame, manifest: dict[str, object]) -> pd.Timestamp:
+def store_data_end(transactions: pd.DataFrame, manifest: dict[str, object]) -> pd.Timestamp:
     """The end of the store's history: the manifest's declared end, or the last purchase.
 
     A generated store declares ``window.end`` (exclusive); an exporter may declare

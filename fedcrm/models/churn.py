@@ -94,7 +94,7 @@ def predict_logits(
     try:
         with torch.no_grad():
             for start in range(0, len(x_arr), batch_size):
-                chunk = torch.from_numpy(x_arr[start : start + batch_size])
+                chunk = torch.as_tensor(np.array(x_arr[start : start + batch_size]))
                 out[start : start + len(chunk)] = model(chunk).reshape(-1).double().numpy()
     finally:
         model.train(was_training)
