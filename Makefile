@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml | $(PY)
 	@touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/fedcrm demo --out $(DEMO_OUT)
+	$(VENV)/bin/fedcrm demo --out $(DEMO_OUT) --config configs/demo.toml --fresh
 
 test: setup
 	$(PY) -m pytest

@@ -5,7 +5,12 @@ from __future__ import annotations
 import runpy
 import sys
 
-BENCHMARKS = ("benchmarks.bench_generate", "benchmarks.bench_import", "benchmarks.bench_prepare")
+BENCHMARKS = (
+    "benchmarks.bench_generate",
+    "benchmarks.bench_import",
+    "benchmarks.bench_prepare",
+    "benchmarks.bench_demo",
+)
 
 
 def main() -> None:

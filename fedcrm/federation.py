@@ -2,8 +2,15 @@
 
 :func:`run_federation` builds the ServerApp (:mod:`fedcrm.server.app`) and the ClientApp
 (:mod:`fedcrm.clients.app`) with the run's configuration baked in — ``run_simulation`` passes
-no run_config — gives each virtual store one CPU, runs the federation and reads the result
-back from the run directory (``summary.json``).
+no run_config — gives each virtual store one CPU, runs the federation, adds the baselines
+(``churn``), the plot (``training.png``) and ``wall_seconds`` to the run directory and reads
+the result back from ``summary.json``::
+
+    rounds        number of rounds run (history: one record per round)
+    churn         {auc, centralized_auc, local_only_auc, labels, ...}
+    privacy       {delta, accountant, stores: {<store>: {epsilon, budget, epsilon_per_round,
+                   lifetime_budget, lifetime_spent, lifetime_remaining, delta, ...}}}
+    wall_seconds  the whole run: training, baselines and plot
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,12 +30,21 @@ from fedcrm.errors import ConfigError
 from fedcrm.server.checkpoints import RunDirectory
 from fedcrm.server.run_config import FederationConfig
 
-__all__ = ["BASELINES_KEY", "FederationResult", "run_federation"]
+__all__ = ["BASELINES_KEY", "CHURN_LABELS", "FederationResult", "run_federation"]
 
 logger = logging.getLogger(__name__)
 
 #: overrides flag (default true): add the centralized / local-only baselines to summary.json
 BASELINES_KEY = "baselines"
+
+#: What each AUC of summary.json's ``churn`` block is.
+CHURN_LABELS = {
+    "auc": "federated: DP-SGD in each store, SecAgg+; federated evaluation on held-out customers",
+    "centralized_auc": "centralized, NON-PRIVATE, on pooled data: a simulation-only reference "
+    "that a deployment must never build",
+    "local_only_auc": "local-only: each store trains alone under the same DP budget "
+    "(eval-size-weighted mean of the stores' AUCs)",
+}
 
 
 @dataclass(frozen=True)
@@ -36,43 +52,54 @@ class FederationResult:
     """What a federated run produced; every path lies inside ``run_dir``."""
 
     run_dir: Path
-    rounds: tuple[dict[str, Any], ...]
+    rounds: int
+    history: tuple[dict[str, Any], ...]
     final_auc: float | None
     final_loss: float | None
+    churn: dict[str, Any]
+    privacy: dict[str, Any]
     epsilon_per_store: dict[str, float]
     stores: tuple[dict[str, Any], ...]
     refusals: tuple[dict[str, Any], ...]
     rejections: tuple[dict[str, Any], ...]
     model_path: Path
     model_card_path: Path
-    seconds: float
+    plot_path: Path | None
+    wall_seconds: float
+
+    @property
+    def seconds(self) -> float:
+        """Alias of :attr:`wall_seconds`."""
+        return self.wall_seconds
 
     @classmethod
-    def from_run_dir(cls, run_dir: Path, seconds: float = float("nan")) -> FederationResult:
+    def from_run_dir(cls, run_dir: Path) -> FederationResult:
         summary_path = Path(run_dir) / "summary.json"
         if not summary_path.is_file():
             raise ConfigError(f"{run_dir}: no summary.json; the federation did not finish")
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        stores = tuple(summary["stores"])
+        privacy = summary.get("privacy") or {}
+        plot = summary.get("plot")
+        wall = summary.get("wall_seconds", summary.get("training_seconds"))
         return cls(
             run_dir=Path(run_dir),
-            rounds=tuple(summary["rounds"]),
+            rounds=int(summary["rounds"]),
+            history=tuple(summary["history"]),
             final_auc=summary["final"].get("auc"),
             final_loss=summary.get("final_loss"),
-            epsilon_per_store={_store_label(s): float(s.get("run_epsilon", 0.0)) for s in stores},
-            stores=stores,
+            churn=dict(summary.get("churn") or {}),
+            privacy=privacy,
+            epsilon_per_store={
+                k: float(v.get("epsilon") or 0.0) for k, v in privacy.get("stores", {}).items()
+            },
+            stores=tuple(summary["stores"]),
             refusals=tuple(summary["refusals"]),
             rejections=tuple(summary["rejections"]),
             model_path=Path(summary["model"]["torch"]),
             model_card_path=Path(summary["model_card"]),
-            seconds=seconds,
+            plot_path=Path(plot) if plot else None,
+            wall_seconds=float("nan") if wall is None else float(wall),
         )
-
-
-def _store_label(store: Mapping[str, Any]) -> str:
-    if store.get("partition_id") is not None:
-        return f"store-{int(store['partition_id'])}"
-    return f"node-{store['node_id']}"
 
 
 def run_federation(
@@ -83,11 +110,16 @@ def run_federation(
     overrides: Mapping[str, Any] | None = None,
     cpus_per_store: float = 1.0,
     verbose: bool = False,
+    on_round: Callable[[int, int, Mapping[str, Any]], object] | None = None,
+    on_phase: Callable[[str], object] | None = None,
 ) -> FederationResult:
     """Train the churn model across the first ``num_stores`` stores of ``data_dir``.
 
     ``overrides`` are run_config keys (kebab-case, see :mod:`fedcrm.server.run_config`);
-    ``run-dir``, ``data-dir`` and ``expected-stores`` are set from the arguments. Raises
+    ``run-dir``, ``data-dir`` and ``expected-stores`` are set from the arguments.
+    ``on_round(round, total_rounds, record)`` is called after each round's federated evaluation
+    (``record``: aggregate ``evaluate`` metrics, ``loss``, ``fit``), ``on_phase(text)`` when a
+    later phase starts (the baselines); exceptions in either are logged and ignored. Raises
     :class:`~fedcrm.errors.ConfigError` on an invalid configuration and
     :class:`~fedcrm.errors.OutputExistsError` when ``run_dir`` holds a finished run, both
     before anything starts.
@@ -97,6 +129,7 @@ def run_federation(
     from fedcrm.clients.app import build_client_app
     from fedcrm.server.app import build_server_app
 
+    began = time.perf_counter()
     stores = discover_stores(Path(data_dir))
     n = len(stores) if num_stores is None else num_stores
     if not 1 <= n <= len(stores):
@@ -118,13 +151,17 @@ def run_federation(
     cpus = os.cpu_count() or 1
     backend_config: dict[str, Any] = {
         "client_resources": {"num_cpus": cpus_per_store, "num_gpus": 0.0},
-        "init_args": {"num_cpus": cpus, "include_dashboard": False},
+        # the stores' own output (Ray actors) reaches this console only when verbose
+        "init_args": {"num_cpus": cpus, "include_dashboard": False, "log_to_driver": verbose},
     }
     stop = threading.Event()
-    began = time.perf_counter()
+    flower = logging.getLogger("flwr")
+    flower_level = flower.level
+    if not verbose:
+        flower.setLevel(max(flower_level, logging.WARNING))  # no per-message debug lines
     try:
         run_simulation(
-            server_app=build_server_app(run_config, stop=stop),
+            server_app=build_server_app(run_config, stop=stop, on_round=on_round),
             client_app=build_client_app(run_config),
             num_supernodes=n,
             backend_config=backend_config,
@@ -132,37 +169,76 @@ def run_federation(
         )
     finally:
         stop.set()  # a coordinator still waiting on a crashed engine gives up
-    if baselines:
-        _add_baselines(config, stores[:n])
-    return FederationResult.from_run_dir(config.run_path, time.perf_counter() - began)
+        flower.setLevel(flower_level)
+    _finish(config, stores[:n], baselines, began, on_phase)
+    return FederationResult.from_run_dir(config.run_path)
 
 
-def _add_baselines(config: FederationConfig, store_dirs: list[Path]) -> None:
-    """Add the issue-3 baselines to ``summary.json`` (atomically) as its ``churn`` block.
+def _finish(
+    config: FederationConfig,
+    store_dirs: list[Path],
+    baselines: bool,
+    began: float,
+    on_phase: Callable[[str], object] | None,
+) -> None:
+    """Add ``churn``, ``plot`` and ``wall_seconds`` to ``summary.json`` (one atomic write).
 
-    Simulation-only references (:mod:`fedcrm.server.baselines`): they read the stores' data
-    directly and never touch the stores' privacy ledgers. A failure is logged, not raised: the
-    federated run itself is complete.
+    A failure of the baselines or of the plot is logged, not raised: the federated run itself
+    is complete.
     """
     from fedcrm.data.atomic import atomic_file
-    from fedcrm.server.baselines import baselines_for_config
     from fedcrm.server.checkpoints import _dump
+    from fedcrm.server.plots import PLOT_NAME, plot_run
 
     summary_path = config.run_path / "summary.json"
     if not summary_path.is_file():
         return  # the federation did not finish; from_run_dir says so
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    churn = {"auc": (summary.get("final") or {}).get("auc")}
+    churn |= {"centralized_auc": None, "local_only_auc": None}
+    if baselines:
+        _phase(on_phase, "baselines: centralized and local-only")
+        churn = _baselines(config, store_dirs, summary) or churn
+    summary["churn"] = {**churn, "labels": CHURN_LABELS}
+    try:
+        summary["plot"] = str(plot_run(summary, config.run_path / PLOT_NAME))
+    except Exception:  # the plot is a reading aid; the numbers are in summary.json
+        logger.exception("the training plot failed; summary.json is complete without it")
+        summary["plot"] = None
+    summary["wall_seconds"] = round(time.perf_counter() - began, 3)
+    with atomic_file(summary_path) as tmp:
+        tmp.write_text(_dump(summary), encoding="utf-8")
+
+
+def _baselines(
+    config: FederationConfig, store_dirs: list[Path], summary: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The issue-3 baselines as the ``churn`` block, or None when they fail (logged).
+
+    Simulation-only references (:mod:`fedcrm.server.baselines`): they read the stores' data
+    directly and never touch the stores' privacy ledgers.
+    """
+    from fedcrm.server.baselines import baselines_for_config
+
     try:
         result = baselines_for_config(config, store_dirs, summary)
     except Exception:  # a reference must not lose the run's result
         logger.exception("baselines failed; summary.json keeps the federated result only")
-        return
-    summary["churn"] = result.as_summary((summary.get("final") or {}).get("auc"))
-    with atomic_file(summary_path) as tmp:
-        tmp.write_text(_dump(summary), encoding="utf-8")
+        return None
+    churn = result.as_summary((summary.get("final") or {}).get("auc"))
     logger.info(
         "baselines: federated AUC %s, centralized (non-private) %s, local-only (DP) %s",
-        summary["churn"]["auc"],
+        churn["auc"],
         result.centralized_auc,
         result.local_only_auc,
     )
+    return churn
+
+
+def _phase(on_phase: Callable[[str], object] | None, text: str) -> None:
+    if on_phase is None:
+        return
+    try:
+        on_phase(text)
+    except Exception:  # a progress display must never stop the run
+        logger.warning("on_phase failed", exc_info=True)

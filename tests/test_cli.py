@@ -72,3 +72,22 @@ def test_force_never_replaces_a_directory_fedcrm_did_not_write(tmp_path):
 def test_generate_refuses_an_end_in_the_future(tmp_path):
     result = runner.invoke(app, ["generate", "--out", str(tmp_path / "c"), "--end", "2030-01-01"])
     assert result.exit_code == 1 and "in the future" in result.output
+
+
+def test_round_progress_shows_live_round_metrics_and_phases():
+    import io
+
+    from rich.console import Console
+
+    from fedcrm.cli.console import round_progress, round_text
+
+    assert round_text({"round": 1}) == "AUC –"  # e.g. every store lacked one class
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=120)
+    with round_progress(2, "federated rounds", console=console) as progress:
+        progress(1, 2, {"round": 1})
+        progress(2, 2, {"round": 2, "evaluate": {"auc": 0.8712}, "loss": 0.4121})
+        progress.phase("baselines: centralized and local-only")
+    text = buffer.getvalue()
+    assert "AUC 0.871 · loss 0.412" in text and "2/2" in text
+    assert "baselines: centralized and local-only" in text

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -45,10 +46,25 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def first_run(chain: Path, tmp_path_factory: pytest.TempPathFactory) -> FederationResult:
+def progress_calls() -> list[tuple]:
+    """What the first run's ``on_round`` / ``on_phase`` callbacks received, in order."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def first_run(
+    chain: Path, tmp_path_factory: pytest.TempPathFactory, progress_calls: list[tuple]
+) -> FederationResult:
     run_dir = tmp_path_factory.mktemp("runs") / "run1"
     began = time.perf_counter()
-    result = run_federation(run_dir, chain, 3, overrides={**COMMON, "num-rounds": 2})
+    result = run_federation(
+        run_dir,
+        chain,
+        3,
+        overrides={**COMMON, "num-rounds": 2},
+        on_round=lambda r, total, record: progress_calls.append(("round", r, total, record)),
+        on_phase=lambda text: progress_calls.append(("phase", text)),
+    )
     print(f"\nfirst federation run: {time.perf_counter() - began:.1f} s")
     return result
 
@@ -85,13 +101,13 @@ def test_secagg_federation_trains_checkpoints_and_documents_the_model(first_run,
         assert store["rounds_trained"] == 2
         assert 0 < store["run_epsilon"] <= EPSILON
 
-    assert set(first_run.epsilon_per_store) == {"store-0", "store-1", "store-2"}
+    assert set(first_run.epsilon_per_store) == {d.name for d in discover_stores(chain)}
     assert all(0 < eps <= EPSILON for eps in first_run.epsilon_per_store.values())
-    assert [r["round"] for r in first_run.rounds] == [1, 2]
-    for r in first_run.rounds:
+    assert first_run.rounds == 2 and [r["round"] for r in first_run.history] == [1, 2]
+    for r in first_run.history:
         assert r["model_updated"] and 0.0 <= r["evaluate"]["auc"] <= 1.0
         assert r["evaluate"]["stores"] == 3
-    assert first_run.final_auc == first_run.rounds[-1]["evaluate"]["auc"]
+    assert first_run.final_auc == first_run.history[-1]["evaluate"]["auc"]
     assert first_run.refusals == () and first_run.rejections == ()
 
     # the final model is the last checkpoint, and it loads into the named architecture
@@ -114,6 +130,57 @@ def test_secagg_federation_trains_checkpoints_and_documents_the_model(first_run,
     assert all(0 < s <= LIFETIME * 0.5 for s in _churn_spent(chain))
 
 
+def test_summary_reports_churn_baselines_privacy_and_wall_time(first_run, chain):
+    summary = json.loads((first_run.run_dir / "summary.json").read_text(encoding="utf-8"))
+    assert summary["rounds"] == 2 and isinstance(summary["rounds"], int)
+    assert [r["round"] for r in summary["history"]] == [1, 2]
+    assert isinstance(summary["wall_seconds"], float) and summary["wall_seconds"] > 0
+    assert summary["wall_seconds"] >= summary["training_seconds"] > 0
+    assert first_run.wall_seconds == summary["wall_seconds"]
+
+    churn = summary["churn"]
+    assert churn["auc"] == first_run.final_auc
+    for key in ("auc", "centralized_auc", "local_only_auc"):
+        assert isinstance(churn[key], float) and 0.0 <= churn[key] <= 1.0
+        assert churn["labels"][key]
+    assert "simulation-only" in churn["labels"]["centralized_auc"]
+    assert "NON-PRIVATE" in churn["labels"]["centralized_auc"]
+    assert "same DP budget" in churn["labels"]["local_only_auc"]
+
+    privacy = summary["privacy"]
+    assert privacy["accountant"] == "prv" and 0 < privacy["delta"] < 1
+    assert list(privacy["stores"]) == [d.name for d in discover_stores(chain)]
+    for store in privacy["stores"].values():
+        assert 0 < store["epsilon"] <= store["budget"] == EPSILON
+        assert store["delta"] <= privacy["delta"] and store["rounds_trained"] == 2
+        assert store["lifetime_budget"] == LIFETIME
+        assert store["lifetime_remaining"] == pytest.approx(LIFETIME - store["lifetime_spent"])
+        curve = store["epsilon_per_round"]
+        assert len(curve) == 2 and all(a < b for a, b in pairwise(curve))
+        assert curve[-1] == pytest.approx(store["epsilon"], rel=1e-6)
+    assert first_run.privacy == privacy
+
+
+def test_training_plot_is_a_png_in_the_run_directory(first_run):
+    from PIL import Image
+
+    png = first_run.run_dir / "training.png"
+    assert first_run.plot_path == png
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+    with Image.open(png) as image:
+        assert image.format == "PNG" and image.width > image.height > 100
+
+
+def test_on_round_reports_each_round_then_the_baseline_phase(first_run, progress_calls):
+    rounds = [c for c in progress_calls if c[0] == "round"]
+    assert [(r, total) for _, r, total, _ in rounds] == [(1, 2), (2, 2)]
+    for (_, _, _, record), stored in zip(rounds, first_run.history, strict=True):
+        assert record["evaluate"]["auc"] == stored["evaluate"]["auc"]
+        assert record["loss"] == stored["loss"] and "fit" in record
+    assert progress_calls[-1] == ("phase", "baselines: centralized and local-only")
+
+
 def test_a_second_run_continues_the_ledgers_and_the_stores_refuse(first_run, chain, tmp_path):
     before = _churn_spent(chain)
     second = run_federation(tmp_path / "run2", chain, 3, overrides={**COMMON, "num-rounds": 1})
@@ -129,7 +196,7 @@ def test_a_second_run_continues_the_ledgers_and_the_stores_refuse(first_run, cha
         assert "requested" in refusal["message"] and "remaining" in refusal["message"]
     lines = (second.run_dir / "refusals.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 3
-    assert not second.rounds or not any(r.get("model_updated") for r in second.rounds)
+    assert not any(r.get("model_updated") for r in second.history)
     assert all(eps == 0.0 for eps in second.epsilon_per_store.values())
     events = (second.run_dir / "events.jsonl").read_text(encoding="utf-8")
     assert '"skipped"' in events

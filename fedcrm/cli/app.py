@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import warnings
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -60,6 +61,30 @@ def _configure(
         handlers=[RichHandler(console=err_console, show_path=False, rich_tracebacks=False)],
         force=True,
     )
+    _quiet_third_parties()
+
+
+#: Third-party notices that say nothing to a fedcrm user (fedcrm states what matters itself).
+_NOISE = (
+    "DEPRECATED FEATURE: The `run_simulation`",  # fedcrm drives the engine deliberately
+    "Tip: In future versions of Ray",
+)
+
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not any(noise in text for noise in _NOISE)
+
+
+def _quiet_third_parties() -> None:
+    """Python warnings go through logging (one format, one place); Flower logs once."""
+    logging.captureWarnings(True)
+    for noise in _NOISE:
+        warnings.filterwarnings("ignore", message=f".*{noise}")
+    flwr_logger = logging.getLogger("flwr")
+    flwr_logger.propagate = False  # Flower prints through its own handler already
+    flwr_logger.addFilter(_DropNoise())
 
 
 def _one_line_error(text: str) -> None:

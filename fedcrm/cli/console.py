@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    SpinnerColumn,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
 
-__all__ = ["err_console", "out_console", "progress_reporter"]
+__all__ = [
+    "RoundProgress",
+    "err_console",
+    "out_console",
+    "progress_reporter",
+    "round_progress",
+    "round_text",
+]
 
 out_console = Console()
 err_console = Console(stderr=True)
@@ -42,3 +52,68 @@ def progress_reporter(title: str) -> Iterator[ProgressCallback]:
             progress.update(tasks[stage], completed=done, total=total)
 
         yield report
+
+
+def round_text(record: Mapping[str, Any]) -> str:
+    """``AUC 0.871 · loss 0.412`` from a round record (aggregate numbers only)."""
+    auc, loss = (record.get("evaluate") or {}).get("auc"), record.get("loss")
+    parts = [f"AUC {auc:.3f}" if isinstance(auc, int | float) else "AUC –"]
+    if isinstance(loss, int | float):
+        parts.append(f"loss {loss:.3f}")
+    return " · ".join(parts)
+
+
+class RoundProgress:
+    """Live federated-training display: call it as ``on_round(round, total, record)``; use
+    :meth:`phase` as ``on_phase(text)`` for what follows the rounds (a spinner line)."""
+
+    def __init__(self, progress: Progress, total: int, title: str) -> None:
+        self._progress = progress
+        self._rounds = progress.add_task(title, total=total, count=f"0/{total}", info="")
+        self._phase: TaskID | None = None
+
+    def __call__(self, server_round: int, total: int, record: Mapping[str, Any]) -> None:
+        self._progress.update(
+            self._rounds,
+            completed=server_round,
+            total=total,
+            count=f"{server_round}/{total}",
+            info=round_text(record),
+        )
+
+    def phase(self, text: str) -> None:
+        """Start a new phase line (the previous one is marked done)."""
+        self.close_phase()
+        self._phase = self._progress.add_task(f"{text}…", total=None, count="", info="")
+
+    def close_phase(self) -> None:
+        if self._phase is not None:
+            self._progress.update(self._phase, total=1, completed=1)
+            self._phase = None
+
+
+@contextmanager
+def round_progress(
+    total: int, title: str, *, console: Console | None = None
+) -> Iterator[RoundProgress]:
+    """A rich progress bar of ``total`` federated rounds with live metrics, on stderr.
+
+    ``with round_progress(n, "training") as progress: run_federation(..., on_round=progress,
+    on_phase=progress.phase)``. Drawn only when the console is a terminal.
+    """
+    console = console or err_console
+    with Progress(
+        SpinnerColumn(finished_text="[green]✓"),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[count]}"),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    ) as progress:
+        reporter = RoundProgress(progress, total, title)
+        try:
+            yield reporter
+        finally:
+            reporter.close_phase()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import typer
@@ -13,10 +15,13 @@ from rich.table import Table
 from fedcrm.cli.app import app, user_errors
 from fedcrm.cli.console import err_console, out_console, progress_reporter
 from fedcrm.clients.preparation import PreparationRequest, PreparedStore, prepare_store
+from fedcrm.configuration import load_run_config
 from fedcrm.data.atomic import atomic_file
 from fedcrm.data.layout import discover_stores
-from fedcrm.models.snapshot import FeatureSpec
-from fedcrm.models.vocabulary import CategoryVocabulary
+from fedcrm.errors import ConfigError, OutputExistsError
+
+if TYPE_CHECKING:
+    from fedcrm.federation import FederationResult
 
 __all__: list[str] = []
 
@@ -64,50 +69,135 @@ def demo(
     data: Path = typer.Option(
         DEFAULT_CHAIN, "--data", help="Chain directory (generated if absent)."
     ),
+    config: Path | None = typer.Option(None, "--config", help="Run configuration (TOML)."),
+    store: str | None = typer.Option(
+        None, "--store", help="Store directory name to score (default: the first store)."
+    ),
     stores: int = typer.Option(8, "--stores", min=1, help="Stores, when generating."),
     customers_per_store: int = typer.Option(2000, "--customers-per-store", min=1),
     seed: int = typer.Option(7, "--seed"),
-    horizon_days: int = typer.Option(60, "--horizon-days", min=1),
+    rounds: int | None = typer.Option(None, "--rounds", min=1),
+    fresh: bool = typer.Option(
+        False,
+        "--fresh",
+        help="Regenerate the synthetic chain (fresh privacy ledgers) and replace a previous "
+        "demo run in OUT. Refuses directories fedcrm did not write.",
+    ),
 ) -> None:
-    """Generate the default chain if absent, then prepare every store and summarise."""
+    """Generate the default chain if absent, train the churn model, score one store, summarise."""
+    from fedcrm.cli.console import round_progress
+    from fedcrm.clients.scoring import score_store, write_scores
+    from fedcrm.federation import run_federation
+
     started = time.perf_counter()
-    if not data.exists():
+    run_config = load_run_config(config, rounds=rounds)  # fail before any work
+    if fresh:
+        _refuse_non_synthetic(data)
+        _clear_previous_run(out)
+    if fresh or not data.exists():
         from fedcrm.synthetic.chain import ChainParams, generate_chain
 
         out_console.print(f"generating the default synthetic chain in {data} ...")
         params = ChainParams(stores=stores, customers_per_store=customers_per_store, seed=seed)
         with progress_reporter("generate") as progress:
-            generate_chain(data, params, progress=progress)
+            generate_chain(data, params, overwrite=fresh, progress=progress)
     roots = discover_stores(data)
-    vocabulary = _chain_vocabulary(data)
-    spec = FeatureSpec.from_vocabulary(vocabulary) if vocabulary is not None else None
-    request = PreparationRequest(horizon_days=horizon_days)
-    prepared: list[PreparedStore] = []
-    with progress_reporter("prepare") as progress:
-        for i, root in enumerate(roots):
-            progress("stores", i, len(roots))
-            prepared.append(prepare_store(root, request, spec=spec, vocabulary=vocabulary))
-        progress("stores", len(roots), len(roots))
-    summary = {
-        "data": str(data),
-        "purpose": request.purpose,
-        "horizon_days": horizon_days,
-        "stores": {p.store_id: p.summary() for p in prepared},
-        "wall_seconds": round(time.perf_counter() - started, 2),
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_file(out / "summary.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
-    _print_chain(prepared)
-    out_console.print(f"summary written to {out / 'summary.json'} ({summary['wall_seconds']} s)")
+    target = _store_to_score(roots, store)
+    total = run_config.training.rounds
+    with round_progress(total, "federated DP training") as progress:
+        result = run_federation(
+            out,
+            data,
+            overrides=run_config.to_flower_run_config(),
+            on_round=progress,
+            on_phase=progress.phase,
+        )
+    scores = score_store(out, target)
+    scores_path = out / "scores" / f"{target.name}.csv"
+    write_scores(scores, scores_path, force=fresh)
+    with atomic_file(scores_path.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(scores.summary(), indent=2, default=str) + "\n", "utf-8")
+    _print_demo(result, target.name, scores.summary())
+    out_console.print(
+        f"demo finished in {time.perf_counter() - started:.0f} s: run in {out} "
+        f"(summary.json, training.png, model card); the store's scores, with its own "
+        f"customer ids, in {scores_path}"
+    )
 
 
-def _chain_vocabulary(data: Path) -> CategoryVocabulary | None:
-    """The chain's public category taxonomy (product master data), if the chain declares one."""
-    from fedcrm.synthetic.chain import chain_categories
+def _store_to_score(roots: list[Path], name: str | None) -> Path:
+    if name is None:
+        return roots[0]
+    for root in roots:
+        if root.name == name:
+            return root
+    raise ConfigError(
+        f"--store {name}: no such store; the chain has {', '.join(r.name for r in roots)}"
+    )
 
-    categories = chain_categories(data)
-    return CategoryVocabulary.from_categories(categories) if categories else None
+
+def _refuse_non_synthetic(data: Path) -> None:
+    """``--fresh`` may replace a generated chain, never a store's real (imported) data."""
+    from fedcrm.synthetic.chain import CHAIN_MANIFEST
+
+    if data.exists() and not (data / CHAIN_MANIFEST).is_file():
+        raise OutputExistsError(
+            f"{data}: not a generated synthetic chain (no {CHAIN_MANIFEST}); --fresh only "
+            "regenerates synthetic data"
+        )
+
+
+def _clear_previous_run(out: Path) -> None:
+    """Remove a previous run in ``out``; refuse a directory that does not look like one."""
+    if not out.exists():
+        return
+    markers = ("summary.json", "checkpoints", "model")
+    if not out.is_dir() or not any((out / m).exists() for m in markers):
+        raise OutputExistsError(
+            f"{out}: exists and does not hold a fedcrm run; refusing to replace it with --fresh"
+        )
+    shutil.rmtree(out)
+
+
+def _number(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _print_demo(result: FederationResult, store: str, scoring: dict[str, Any]) -> None:
+    summary = json.loads((result.run_dir / "summary.json").read_text(encoding="utf-8"))
+    churn = summary.get("churn") or {}
+    table = Table(title="Churn model: AUC on held-out customers")
+    table.add_column("model")
+    table.add_column("AUC", justify="right")
+    rows = (
+        ("federated, DP-SGD + SecAgg+ (this run)", churn.get("auc")),
+        (
+            "centralized, pooled, non-private (simulation-only reference)",
+            churn.get("centralized_auc"),
+        ),
+        ("local-only, each store alone, same DP budget", churn.get("local_only_auc")),
+    )
+    for label, auc in rows:
+        table.add_row(label, _number(auc, 3))
+    out_console.print(table)
+    privacy = summary.get("privacy") or {}
+    eps = Table(title=f"Privacy per store (δ = {privacy.get('delta')})")
+    for col in ("store", "ε this run", "target ε", "lifetime spent / budget"):
+        eps.add_column(col, justify="left" if col == "store" else "right")
+    for name, s in (privacy.get("stores") or {}).items():
+        eps.add_row(
+            name,
+            _number(s.get("epsilon"), 3),
+            _number(s.get("budget"), 3),
+            f"{_number(s.get('lifetime_spent'), 2)} / {_number(s.get('lifetime_budget'), 2)}",
+        )
+    out_console.print(eps)
+    actions = Table(title=f"Local scoring of {store} (counts only)")
+    actions.add_column("action")
+    actions.add_column("customers", justify="right")
+    for action, count in (scoring.get("actions") or {}).items():
+        actions.add_row(str(action), f"{int(count):,}")
+    out_console.print(actions)
 
 
 def _print_chain(prepared: list[PreparedStore]) -> None:

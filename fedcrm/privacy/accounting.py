@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 
 import numpy as np
@@ -108,7 +110,7 @@ def plan_noise_multiplier(
     if prior_history:
         return _plan_after(prior_history, float(target_epsilon), float(delta), sample_rate, steps)
     try:
-        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        with _opacus_numerics():
             sigma = get_noise_multiplier(
                 target_epsilon=float(target_epsilon),
                 target_delta=float(delta),
@@ -142,12 +144,22 @@ def _canonical(history: History) -> tuple[HistoryEntry, ...]:
     return tuple(sorted((s, q, n) for (s, q), n in merged.items()))
 
 
+@contextmanager
+def _opacus_numerics() -> Iterator[None]:
+    """Quiet two harmless notices inside Opacus' PRV accountant: numpy's log(1 - q) = -inf
+    at q = 1 (handled by Opacus), and RDP's "optimal order is the largest alpha" — PRV uses an
+    RDP bound only to size its discretisation domain, where a loose bound means a wider
+    domain, not a looser ε."""
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+        yield
+
+
 @lru_cache(maxsize=512)
 def _prv_epsilon(history: tuple[HistoryEntry, ...], delta: float) -> float:
     accountant = PRVAccountant()
     accountant.history = list(history)
-    # q = 1 makes log(1 - q) = -inf inside the PRV; Opacus handles it, numpy would warn.
-    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+    with _opacus_numerics():
         return float(accountant.get_epsilon(delta=delta))
 
 

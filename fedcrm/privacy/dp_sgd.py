@@ -32,7 +32,8 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -239,13 +240,38 @@ def train_dp(
             stacklevel=2,
         )
     sampling, noise = _generators(config.seed)
-
-    loader = DataLoader(
-        _Rows(xt, yt), batch_size=batch, collate_fn=_batch_as_is, generator=sampling
-    )
     optimizer = OPTIMIZERS[config.optimizer](model.parameters(), lr=config.learning_rate)
     weight = None if pos_weight is None else torch.tensor(float(pos_weight))
     criterion = nn.BCEWithLogitsLoss(pos_weight=weight)
+    with _opacus_notices_handled():
+        return _train(model, xt, yt, config, batch, criterion, optimizer, sampling, noise)
+
+
+@contextmanager
+def _opacus_notices_handled() -> Iterator[None]:
+    """Silence two Opacus/torch notices that fedcrm handles itself: the insecure-RNG notice
+    (stated once by :func:`_warn_once_insecure_rng`) and the full-backward-hook notice that
+    ghost clipping's second backward pass triggers by design."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        yield
+
+
+def _train(
+    model: nn.Module,
+    xt: torch.Tensor,
+    yt: torch.Tensor,
+    config: DpSgdConfig,
+    batch: int,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    sampling: torch.Generator,
+    noise: torch.Generator,
+) -> DpTrainResult:
+    loader = DataLoader(
+        _Rows(xt, yt), batch_size=batch, collate_fn=_batch_as_is, generator=sampling
+    )
     engine = PrivacyEngine(secure_mode=False)
     dp_model, dp_optimizer, dp_criterion, dp_loader = engine.make_private(
         module=model,
@@ -287,5 +313,5 @@ def train_dp(
         steps=steps,
         sample_rate=sample_rate,
         mean_loss=loss_sum / loss_rows if loss_rows else float("nan"),
-        records=n,
+        records=len(xt),
     )

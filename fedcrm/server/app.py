@@ -13,7 +13,10 @@ One run, in order:
    (``SecAggPlusWorkflow``) unless ``secagg = false`` — over a wrapped legacy strategy
    (FedAvg / FedAvgM / FedAdam), with federated evaluation and a checkpoint every round;
 4. collect each store's achieved ε (``query.privacy_report``), write the final model, the
-   model card and ``summary.json``.
+   model card and ``summary.json`` (its ``privacy`` block: :func:`privacy_summary`).
+
+``on_round(round, total_rounds, record)`` (see :func:`build_server_app`) is called after each
+round's federated evaluation with that round's record: aggregate numbers only.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import logging
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,9 +54,20 @@ from fedcrm.server.strategy import (
     build_base_strategy,
 )
 
-__all__ = ["FederationAborted", "app", "build_server_app", "resolve_feature_spec"]
+__all__ = [
+    "FederationAborted",
+    "RoundCallback",
+    "app",
+    "build_server_app",
+    "epsilon_per_round",
+    "privacy_summary",
+    "resolve_feature_spec",
+]
 
 logger = logging.getLogger(__name__)
+
+#: ``on_round(round, total_rounds, record)``: the round's fit and federated-evaluation record.
+RoundCallback = Callable[[int, int, Mapping[str, Any]], object]
 
 LIMITATIONS = (
     "Record-level DP-SGD inside each store: the unit is one customer's feature row in that "
@@ -207,9 +221,92 @@ def _refusal_message(first: int, last: int, a: Mapping[str, float]) -> str:
     )
 
 
+def epsilon_per_round(store: Mapping[str, Any]) -> list[float]:
+    """A store's ε after each of its ``rounds_trained`` rounds, from its public DP numbers.
+
+    PRV (:func:`~fedcrm.privacy.accounting.epsilon_of`) of ``(σ, q, steps·k/rounds)`` at its δ
+    for k = 1..rounds; the last value is the run ε the store reported. [] when unknown.
+    """
+    from fedcrm.privacy.accounting import epsilon_of
+
+    try:
+        rounds, steps = int(store.get("rounds_trained", 0)), int(store.get("steps", 0))
+        sigma, q = float(store["noise_multiplier"]), float(store["sample_rate"])
+        delta = float(store["delta"])
+        if rounds < 1 or steps < rounds:
+            return []
+        return [epsilon_of([(sigma, q, steps * k // rounds)], delta) for k in range(1, rounds + 1)]
+    except (KeyError, TypeError, ValueError, ConfigError):
+        logger.warning("a store's DP numbers are incomplete: no ε per round for it")
+        return []
+
+
+def _store_labels(config: FederationConfig, stores: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The store's directory name in simulation (partition id → sorted stores), else node-<id>."""
+    from fedcrm.data.layout import discover_stores
+
+    dirs: list[str] = []
+    if config.data_path is not None and any("partition_id" in s for s in stores):
+        try:
+            dirs = [d.name for d in discover_stores(config.data_path)]
+        except FedcrmError:
+            dirs = []
+    labels = []
+    for s in stores:
+        pid = int(s["partition_id"]) if s.get("partition_id") is not None else -1
+        labels.append(dirs[pid] if 0 <= pid < len(dirs) else f"node-{s['node_id']}")
+    return labels
+
+
+def privacy_summary(
+    stores: Sequence[Mapping[str, Any]], labels: Sequence[str], target_epsilon: float
+) -> dict[str, Any]:
+    """``summary.json``'s ``privacy`` block: achieved ε per store against the run's target.
+
+    ``delta`` is the stores' common δ, or the largest when they differ (every store's ε also
+    holds at a larger δ); each store lists its own.
+    """
+    from fedcrm.privacy.accounting import ACCOUNTANT
+
+    per_store: dict[str, dict[str, Any]] = {}
+    for label, s in zip(labels, stores, strict=True):
+        budget, spent = s.get("lifetime_epsilon_budget"), s.get("lifetime_epsilon_spent")
+        per_store[label] = {
+            "epsilon": s.get("run_epsilon"),
+            "budget": target_epsilon,
+            "delta": s.get("delta"),
+            "rounds_trained": int(s.get("rounds_trained", 0)),
+            "epsilon_per_round": epsilon_per_round(s),
+            "lifetime_budget": budget,
+            "lifetime_spent": spent,
+            "lifetime_remaining": (
+                None if budget is None or spent is None else max(0.0, budget - spent)
+            ),
+            "churn_spent": s.get("purpose_epsilon_spent"),
+            "churn_cap": s.get("purpose_epsilon_cap"),
+            "noise_multiplier": s.get("noise_multiplier"),
+            "sample_rate": s.get("sample_rate"),
+            "steps": None if s.get("steps") is None else int(s["steps"]),
+        }
+    deltas = [float(v["delta"]) for v in per_store.values() if v["delta"] is not None]
+    return {
+        "accountant": ACCOUNTANT,
+        "delta": max(deltas) if deltas else None,
+        "target_epsilon": target_epsilon,
+        "stores": per_store,
+    }
+
+
 class _Coordinator:
-    def __init__(self, config: FederationConfig, grid: Grid, context: Context) -> None:
+    def __init__(
+        self,
+        config: FederationConfig,
+        grid: Grid,
+        context: Context,
+        on_round: RoundCallback | None = None,
+    ) -> None:
         self.config, self.grid, self.context = config, grid, context
+        self.on_round = on_round
         self.spec = resolve_feature_spec(config)
         self.names, self.initial = _initial_model(config, len(self.spec))
         self.plan = _plan(config, self.spec)
@@ -217,6 +314,16 @@ class _Coordinator:
 
     def record(self, event: RoundEvent) -> None:
         self.run.append_event(event.kind, {"time": _now(), **event.as_dict()})
+
+    def round_metrics(self, server_round: int, record: dict[str, Any]) -> None:
+        """Checkpoint the round's metrics; after its federated evaluation, tell ``on_round``."""
+        self.run.write_round_metrics(server_round, record)
+        if self.on_round is None or "evaluate" not in record:
+            return
+        try:
+            self.on_round(server_round, self.config.num_rounds, record)
+        except Exception:  # a progress display must never stop the federation
+            logger.warning("on_round failed in round %d", server_round, exc_info=True)
 
     def budget_round(self, nodes: list[int]) -> tuple[dict[int, int], dict[int, dict[str, float]]]:
         answers = _query(self.grid, nodes, BUDGET_QUERY, self.plan, self.config.node_timeout)
@@ -272,7 +379,7 @@ class _Coordinator:
             on_event=self.record,
         )
         return RoundRecorder(
-            validator, on_model=self.run.write_checkpoint, on_metrics=self.run.write_round_metrics
+            validator, on_model=self.run.write_checkpoint, on_metrics=self.round_metrics
         )
 
     def workflow(self, answers: dict[int, dict[str, float]]) -> DefaultWorkflow:
@@ -297,6 +404,7 @@ class _Coordinator:
 
     def run_all(self) -> dict[str, Any]:
         config = self.config
+        began = time.perf_counter()
         self.run.claim()
         warnings.warn(LIMITATIONS[1], PrivacyWarning, stacklevel=2)
         nodes = _wait_for_nodes(self.grid, config.stores_to_wait_for, config.node_timeout)
@@ -313,22 +421,29 @@ class _Coordinator:
         )
         model_files = self.run.write_final_model(final)
         reports = _query(self.grid, nodes, REPORT_QUERY, self.plan, config.node_timeout)
-        stores = [{"node_id": n, **answers.get(n, {}), **reports.get(n, {})} for n in nodes]
-        rounds = [strategy.rounds[r] for r in sorted(strategy.rounds)]
+        raw = [{"node_id": n, **answers.get(n, {}), **reports.get(n, {})} for n in nodes]
+        raw.sort(key=lambda s: (s.get("partition_id", float("inf")), s["node_id"]))
+        labels = _store_labels(config, raw)
+        stores = [{"store": label, **s} for label, s in zip(labels, raw, strict=True)]
+        history = [strategy.rounds[r] for r in sorted(strategy.rounds)]
         refusals = self.run.read_events("refused")
         rejections = self.run.read_events("rejected")
-        card = self.model_card(stores, rounds, model_files, len(refusals), len(rejections))
+        card = self.model_card(stores, history, model_files, len(refusals), len(rejections))
         self.run.write_model_card(card)
         summary = {
             "run_id": int(self.context.run_id),
-            "rounds": rounds,
-            "final": (rounds[-1].get("evaluate") if rounds else None) or {},
-            "final_loss": rounds[-1].get("loss") if rounds else None,
+            "rounds": len(history),
+            "rounds_planned": config.num_rounds,
+            "history": history,
+            "final": (history[-1].get("evaluate") if history else None) or {},
+            "final_loss": history[-1].get("loss") if history else None,
+            "privacy": privacy_summary(stores, labels, config.epsilon),
             "stores": stores,
             "refusals": refusals,
             "rejections": rejections,
             "model": {k: str(v) for k, v in model_files.items()},
             "model_card": str(self.run.model_card_path),
+            "training_seconds": round(time.perf_counter() - began, 3),
         }
         self.run.write_summary(summary)
         return summary
@@ -396,11 +511,16 @@ def _now() -> str:
 
 
 def build_server_app(
-    defaults: Mapping[str, Any] | None = None, *, stop: threading.Event | None = None
+    defaults: Mapping[str, Any] | None = None,
+    *,
+    stop: threading.Event | None = None,
+    on_round: RoundCallback | None = None,
 ) -> ServerApp:
     """The coordinator; ``defaults`` are overridden by the run's own run_config.
 
     Setting ``stop`` makes the coordinator give up waiting (:class:`FederationAborted`).
+    ``on_round(round, total_rounds, record)`` is called after each round's federated
+    evaluation (in the ServerApp's thread); an exception in it is logged and ignored.
     """
     baked = dict(defaults or {})
     server_app = ServerApp()
@@ -410,7 +530,7 @@ def build_server_app(
         config = FederationConfig.from_run_config({**baked, **dict(context.run_config)})
         if stop is not None:
             grid = _StoppableGrid(grid, stop)
-        summary = _Coordinator(config, grid, context).run_all()
+        summary = _Coordinator(config, grid, context, on_round).run_all()
         logger.info("federation finished: %s", config.run_path)
         final_auc = summary["final"].get("auc")
         logger.info("final federated AUC: %s", final_auc)

@@ -10,7 +10,10 @@
       refusals.jsonl               stores that declined rounds (budget), with the ledger numbers
       rejections.jsonl             updates the coordinator dropped (malformed, NaN, too large)
       events.jsonl                 exclusions and skipped rounds
-      summary.json                 the run's result, read by fedcrm.federation
+      summary.json                 the run's result, read by fedcrm.federation (rounds,
+                                   history, privacy; churn baselines and wall_seconds are
+                                   added by fedcrm.federation)
+      training.png                 AUC and ε per round (fedcrm.server.plots, simulation)
 
 Every file is written whole (temporary sibling, then rename); the JSONL files are appended.
 Nothing here holds store data: only model arrays, aggregate metrics and privacy numbers.
@@ -179,13 +182,13 @@ def render_model_card(card: Mapping[str, Any]) -> str:
         f"- Clipping norm C: {privacy['clip_norm']}; local epochs: {privacy['local_epochs']}; "
         f"expected batch: {privacy['batch_size']}; learning rate: {privacy['learning_rate']}",
         "",
-        "| store (node) | N train | δ | σ | q | steps/round | rounds | ε this run | "
+        "| store | N train | δ | σ | q | steps/round | rounds | ε this run | "
         "churn ε spent / cap | lifetime ε spent / budget |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in privacy["stores"]:
         lines.append(
-            f"| {_fmt(s.get('partition_id', s['node_id']))} | {_fmt(s.get('num_train'))} | "
+            f"| {_fmt(s.get('store', s['node_id']))} | {_fmt(s.get('num_train'))} | "
             f"{_fmt(s.get('delta'))} | {_fmt(s.get('noise_multiplier'))} | "
             f"{_fmt(s.get('sample_rate'))} | {_fmt(s.get('steps_per_round'))} | "
             f"{_fmt(s.get('rounds_trained'))} | {_fmt(s.get('run_epsilon'))} | "
