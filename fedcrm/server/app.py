@@ -467,6 +467,8 @@ class _Coordinator:
                 "architecture": c.model,
                 "n_features": len(self.spec),
                 "parameter_names": self.names,
+                "calibration": "none in the global model; each store fits Platt scaling on its "
+                "own held-out customers when it scores (fedcrm score), and keeps it",
                 "files": {k: v.name for k, v in files.items()},
             },
             "data": {

@@ -174,6 +174,7 @@ def render_model_card(card: Mapping[str, Any]) -> str:
         f"- Rounds: {fed['rounds']}; server optimizer: {fed['server_optimizer']} "
         f"(lr {fed['server_learning_rate']}); min stores per round: {fed['min_stores']}",
         f"- Secure aggregation (SecAgg+): {'on' if fed['secure_aggregation'] else 'off'}",
+        f"- Calibration: {model.get('calibration', 'none')}",
         "",
         "## Privacy",
         f"- Mechanism: {privacy['mechanism']}; unit: {privacy['unit']}",
