@@ -10,6 +10,7 @@ BENCHMARKS = (
     "benchmarks.bench_import",
     "benchmarks.bench_prepare",
     "benchmarks.bench_demo",
+    "benchmarks.bench_preference",
 )
 
 

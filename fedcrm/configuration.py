@@ -12,6 +12,9 @@ with the sections below (every key optional)::
     delta = 0.0                # 0: min(1e-5, 1/(10·N)) for the smallest store
     lifetime_epsilon = 10.0    # a store's lifetime budget (its ledger refuses beyond it)
     clip_norm = 1.0            # per-customer gradient clipping bound C
+    share_churn = 0.5          # how a store's lifetime ε is split between the purposes
+    share_preference = 0.3     # (sum ≤ 1; a store's own node_config overrides these)
+    share_analytics = 0.2
 
     [training]
     rounds = 20
@@ -26,6 +29,14 @@ with the sections below (every key optional)::
     learning_rate = 0.05       # server learning rate (FedAvgM / FedAdam)
     secagg = true              # SecAgg+ secure aggregation
     min_stores = 2             # fewer available stores fail the round
+
+    [preference]               # the category preference model (needs a category taxonomy)
+    enabled = true
+    rounds = 0                 # 0: as [training] rounds
+    epsilon = 0.0              # 0: as [privacy] epsilon
+    learning_rate = 0.5
+    dim = 32                   # embedding width
+    top_k = 10                 # k of recall/NDCG/precision@k and of recommendations
 
 Unknown keys are errors (a typo must not silently fall back to a default).
 """
@@ -58,6 +69,18 @@ class PrivacySection(_Section):
     delta: float = Field(0.0, ge=0, lt=1)
     lifetime_epsilon: float = Field(10.0, gt=0, le=1000)
     clip_norm: float = Field(1.0, gt=0)
+    share_churn: float = Field(0.5, ge=0, le=1)
+    share_preference: float = Field(0.3, ge=0, le=1)
+    share_analytics: float = Field(0.2, ge=0, le=1)
+
+
+class PreferenceSection(_Section):
+    enabled: bool = True
+    rounds: int = Field(0, ge=0, le=1000)  # 0: as the churn model
+    epsilon: float = Field(0.0, ge=0, le=100)  # 0: as the churn model
+    learning_rate: float = Field(0.5, gt=0)
+    dim: int = Field(32, ge=1, le=1024)
+    top_k: int = Field(10, ge=1, le=1000)
 
 
 class TrainingSection(_Section):
@@ -83,6 +106,7 @@ class RunConfig(_Section):
     privacy: PrivacySection = PrivacySection()
     training: TrainingSection = TrainingSection()
     server: ServerSection = ServerSection()
+    preference: PreferenceSection = PreferenceSection()
 
     def to_flower_run_config(self) -> dict[str, bool | int | float | str]:
         """The Flower ``run_config`` (kebab-case keys) the ServerApp and ClientApp read."""
@@ -103,6 +127,15 @@ class RunConfig(_Section):
             "server-learning-rate": self.server.learning_rate,
             "secagg": self.server.secagg,
             "min-stores": self.server.min_stores,
+            "preference": self.preference.enabled,
+            "preference-rounds": self.preference.rounds,
+            "preference-epsilon": self.preference.epsilon,
+            "preference-learning-rate": self.preference.learning_rate,
+            "preference-dim": self.preference.dim,
+            "top-k": self.preference.top_k,
+            "budget-share-churn": self.privacy.share_churn,
+            "budget-share-preference": self.privacy.share_preference,
+            "budget-share-analytics": self.privacy.share_analytics,
         }
 
 

@@ -199,6 +199,10 @@ def _finish(
     if baselines:
         _phase(on_phase, "baselines: centralized and local-only")
         churn = _baselines(config, store_dirs, summary) or churn
+        preference = summary.get("preference") or {}
+        if preference and not preference.get("skipped"):
+            _phase(on_phase, "baseline: centralized preference model")
+            preference.update(_preference_baseline(config, store_dirs))
     summary["churn"] = {**churn, "labels": CHURN_LABELS}
     try:
         summary["plot"] = str(plot_run(summary, config.run_path / PLOT_NAME))
@@ -233,6 +237,26 @@ def _baselines(
         result.local_only_auc,
     )
     return churn
+
+
+def _preference_baseline(config: FederationConfig, store_dirs: list[Path]) -> dict[str, Any]:
+    """The centralized non-private preference reference, or {} when it fails (logged)."""
+    from fedcrm.server.app import resolve_feature_spec
+    from fedcrm.server.preference import (
+        centralized_preference_baseline,
+        preference_task_plan,
+        resolve_vocabulary,
+    )
+
+    try:
+        vocabulary = resolve_vocabulary(config)
+        if vocabulary is None:
+            return {}
+        plan = preference_task_plan(config, resolve_feature_spec(config), vocabulary)
+        return centralized_preference_baseline(store_dirs, plan, seed=config.seed)
+    except Exception:  # a reference must not lose the run's result
+        logger.exception("the preference baseline failed; summary.json keeps the federated one")
+        return {}
 
 
 def _phase(on_phase: Callable[[str], object] | None, text: str) -> None:

@@ -29,12 +29,14 @@ pytestmark = pytest.mark.slow
 
 EPSILON = 3.0
 LIFETIME = 6.2  # churn share 50% → 3.1: one run of ε=3 fits, a second does not
+PREFERENCE_EPSILON = 1.8  # preference share 30% → 1.86: one run fits
 COMMON = {
     "epsilon": EPSILON,
     "lifetime-epsilon": LIFETIME,
     "batch-size": 64,
     "learning-rate": 0.5,
     "server-optimizer": "fedavg",
+    "preference-epsilon": PREFERENCE_EPSILON,
 }
 
 
@@ -173,12 +175,19 @@ def test_training_plot_is_a_png_in_the_run_directory(first_run):
 
 
 def test_on_round_reports_each_round_then_the_baseline_phase(first_run, progress_calls):
-    rounds = [c for c in progress_calls if c[0] == "round"]
+    rounds = [c for c in progress_calls if c[0] == "round" and c[3]["task"] == "churn"]
     assert [(r, total) for _, r, total, _ in rounds] == [(1, 2), (2, 2)]
     for (_, _, _, record), stored in zip(rounds, first_run.history, strict=True):
         assert record["evaluate"]["auc"] == stored["evaluate"]["auc"]
         assert record["loss"] == stored["loss"] and "fit" in record
-    assert progress_calls[-1] == ("phase", "baselines: centralized and local-only")
+    preference = [c for c in progress_calls if c[0] == "round" and c[3]["task"] == "preference"]
+    assert [(r, total) for _, r, total, _ in preference] == [(1, 2), (2, 2)]
+    assert progress_calls.index(rounds[-1]) < progress_calls.index(preference[0])
+    phases = [c for c in progress_calls if c[0] == "phase"]
+    assert phases == [
+        ("phase", "baselines: centralized and local-only"),
+        ("phase", "baseline: centralized preference model"),
+    ]
 
 
 def test_a_second_run_continues_the_ledgers_and_the_stores_refuse(first_run, chain, tmp_path):
@@ -195,7 +204,8 @@ def test_a_second_run_continues_the_ledgers_and_the_stores_refuse(first_run, cha
         assert refusal["difference_epsilon"] == pytest.approx(requested - remaining)
         assert "requested" in refusal["message"] and "remaining" in refusal["message"]
     lines = (second.run_dir / "refusals.jsonl").read_text(encoding="utf-8").splitlines()
-    assert len(lines) == 3
+    tasks = sorted(json.loads(line)["task"] for line in lines)
+    assert tasks == ["churn"] * 3 + ["preference"] * 3  # both purposes' shares are spent
     assert not any(r.get("model_updated") for r in second.history)
     assert all(eps == 0.0 for eps in second.epsilon_per_store.values())
     events = (second.run_dir / "events.jsonl").read_text(encoding="utf-8")
@@ -259,3 +269,30 @@ def _plan_config(card: dict) -> dict:
         eval_fraction=d["eval_fraction"],
         feature_spec=json.dumps(d["feature_spec"], sort_keys=True),
     ).to_config()
+
+
+def test_preference_model_is_trained_under_its_own_ledger_share(first_run, chain):
+    from fedcrm.privacy.ledger import PrivacyBudget, PrivacyLedger
+
+    summary = json.loads((first_run.run_dir / "summary.json").read_text(encoding="utf-8"))
+    preference = summary["preference"]
+    assert "skipped" not in preference and preference["rounds"] == 2
+    for key in ("recall_at_10", "ndcg_at_10", "precision_at_10", "popularity_recall_at_10",
+                "own_history_recall_at_10", "centralized_recall_at_10"):  # fmt: skip
+        assert 0.0 <= preference[key] <= 1.0, key
+    assert preference["evaluated_customers"] > 0
+    for store in preference["privacy"]["stores"].values():
+        assert 0 < store["epsilon"] <= store["budget"] == PREFERENCE_EPSILON
+        assert store["lifetime_split"] == pytest.approx(
+            {"churn": 0.5 * LIFETIME, "preference": 0.3 * LIFETIME, "analytics": 0.2 * LIFETIME}
+        )
+    model_dir = first_run.run_dir / "model"
+    assert (model_dir / "preference.pt").is_file() and (
+        model_dir / "preference_card.json"
+    ).is_file()
+    assert (first_run.run_dir / "checkpoints" / "preference" / "round_002.npz").is_file()
+    for store in discover_stores(chain):  # booked to the preference share of each store's ledger
+        layout = StoreLayout(store)
+        delta = PrivacyLedger.recorded_delta(layout)
+        ledger = PrivacyLedger.open(layout, PrivacyBudget(LIFETIME, delta))
+        assert 0 < ledger.spent("preference") <= PREFERENCE_EPSILON + 1e-9

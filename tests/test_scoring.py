@@ -375,3 +375,47 @@ def test_existing_output_is_refused_and_nothing_is_half_written(
         write_scores(scores, tmp_path / "new.csv")
     assert out.read_text(encoding="utf-8") == "sentinel\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.csv"]
+
+
+def test_top_categories_come_from_the_preference_model_and_respect_marketing_consent(
+    trained, chain: Path, store: Path, tmp_path: Path
+):
+    from fedcrm.models.preference import build_preference_model
+    from fedcrm.models.vocabulary import UNKNOWN, CategoryVocabulary
+    from fedcrm.synthetic.chain import chain_categories
+
+    state, spec = trained
+    run = write_run(tmp_path / "run", state, spec)
+    vocabulary = CategoryVocabulary.from_categories(chain_categories(chain))
+    torch.manual_seed(3)
+    model = build_preference_model(len(spec), len(vocabulary), dim=8)
+    with torch.no_grad():  # a model that prefers the last categories of the vocabulary
+        model.output.bias.copy_(torch.linspace(-5.0, 5.0, len(vocabulary)))
+    pref = RunDirectory(run, list(model.state_dict()), task="preference")
+    pref.write_final_model([t.detach().numpy() for t in model.state_dict().values()])
+    pref.write_model_card(
+        {"format": MODEL_CARD_FORMAT, "run_id": 1,
+         "model": {"n_features": len(spec), "n_categories": len(vocabulary), "embedding_dim": 8},
+         "data": {"vocabulary": vocabulary.to_dict()}},
+        markdown=False,
+    )  # fmt: skip
+
+    result = score_store(run, store, consent_as_of=AS_OF, top_k=3)
+    frame = result.frame
+    marketing = frame["marketing_consent"].astype(bool)
+    assert (frame.loc[~marketing, "top_categories"] == "").all()  # nothing without consent
+    lists = frame.loc[marketing, "top_categories"].str.split(";")
+    assert lists.map(len).eq(3).all()
+    known = set(vocabulary.tokens) - {UNKNOWN}
+    assert all(set(row) <= known for row in lists)
+    assert all(len(set(row)) == 3 for row in lists)
+    offers = frame.loc[frame["offer_category"] != ""]
+    assert (offers["offer_category"] == offers["top_categories"].str.split(";").str[0]).all()
+    assert set(offers["action"]) <= {"targeted_coupon", "second_purchase_incentive",
+                                     "loyalty_upgrade_offer", "retention_call"}  # fmt: skip
+    assert result.summary()["with_recommendations"] == int(marketing.sum())
+
+
+def test_a_run_without_a_preference_model_scores_churn_only(scores):
+    assert (scores.frame["top_categories"] == "").all()
+    assert (scores.frame["offer_category"] == "").all()

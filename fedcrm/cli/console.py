@@ -55,9 +55,14 @@ def progress_reporter(title: str) -> Iterator[ProgressCallback]:
 
 
 def round_text(record: Mapping[str, Any]) -> str:
-    """``AUC 0.871 · loss 0.412`` from a round record (aggregate numbers only)."""
-    auc, loss = (record.get("evaluate") or {}).get("auc"), record.get("loss")
-    parts = [f"AUC {auc:.3f}" if isinstance(auc, int | float) else "AUC –"]
+    """``AUC 0.871 · loss 0.412`` (churn) or ``recall@k 0.52 · loss 3.1`` (preference) from a
+    round record (aggregate numbers only)."""
+    evaluate, loss = record.get("evaluate") or {}, record.get("loss")
+    name, key = (
+        ("recall@k", "recall_at_k") if record.get("task") == "preference" else ("AUC", "auc")
+    )
+    value = evaluate.get(key)
+    parts = [f"{name} {value:.3f}" if isinstance(value, int | float) else f"{name} –"]
     if isinstance(loss, int | float):
         parts.append(f"loss {loss:.3f}")
     return " · ".join(parts)
@@ -70,11 +75,17 @@ class RoundProgress:
     def __init__(self, progress: Progress, total: int, title: str) -> None:
         self._progress = progress
         self._rounds = progress.add_task(title, total=total, count=f"0/{total}", info="")
+        self._tasks: dict[str, TaskID] = {"churn": self._rounds}
         self._phase: TaskID | None = None
 
     def __call__(self, server_round: int, total: int, record: Mapping[str, Any]) -> None:
+        task = str(record.get("task", "churn"))
+        if task not in self._tasks:  # a further model of the run gets its own bar
+            self._tasks[task] = self._progress.add_task(
+                f"{task} model", total=total, count=f"0/{total}", info=""
+            )
         self._progress.update(
-            self._rounds,
+            self._tasks[task],
             completed=server_round,
             total=total,
             count=f"{server_round}/{total}",

@@ -180,6 +180,25 @@ def _print_demo(result: FederationResult, store: str, scoring: dict[str, Any]) -
     for label, auc in rows:
         table.add_row(label, _number(auc, 3))
     out_console.print(table)
+    preference = summary.get("preference") or {}
+    if preference.get("skipped"):
+        out_console.print(f"preference model skipped: {preference['skipped']}")
+    elif preference:
+        k = preference.get("k", 10)
+        ranking = Table(title=f"Preference model: recall@{k} on held-out customers")
+        ranking.add_column("model")
+        ranking.add_column(f"recall@{k}", justify="right")
+        for label, key in (
+            ("federated, DP-SGD + SecAgg+ (this run)", f"recall_at_{k}"),
+            ("centralized, pooled, non-private (simulation-only)", f"centralized_recall_at_{k}"),
+            (
+                "own history ('buy again', then popular), in each store",
+                f"own_history_recall_at_{k}",
+            ),
+            ("popularity, in each store", f"popularity_recall_at_{k}"),
+        ):
+            ranking.add_row(label, _number(preference.get(key), 3))
+        out_console.print(ranking)
     privacy = summary.get("privacy") or {}
     eps = Table(title=f"Privacy per store (δ = {privacy.get('delta')})")
     for col in ("store", "ε this run", "target ε", "lifetime spent / budget"):

@@ -29,6 +29,9 @@ def score(
     consent_as_of: str | None = typer.Option(
         None, "--consent-as-of", help="Evaluate consent at this time (default: now)."
     ),
+    top_k: int = typer.Option(
+        10, "--top-k", min=1, help="Categories recommended per customer (preference model)."
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
@@ -44,6 +47,7 @@ def score(
         purpose=purpose,
         rules=load_rules(rules) if rules is not None else DEFAULT_RULES,
         consent_as_of=consent_as_of,
+        top_k=top_k,
     )
     write_scores(scores, out, force=force)
     summary = scores.summary()

@@ -22,6 +22,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from fedcrm.data.layout import StoreLayout
@@ -30,7 +31,7 @@ from fedcrm.errors import ConfigError
 from fedcrm.models.features import build_store_features
 from fedcrm.models.labels import Labels, build_labels
 from fedcrm.models.snapshot import FeatureSnapshot, FeatureSpec
-from fedcrm.models.vocabulary import CategoryVocabulary
+from fedcrm.models.vocabulary import CategoryVocabulary, SparseRows
 from fedcrm.privacy.boundary import release_for_purpose
 from fedcrm.privacy.consent import ConsentReport
 from fedcrm.privacy.deidentification import DeidentificationPolicy, DeidentificationReport
@@ -76,6 +77,7 @@ class PreparedStore:
     labels: Labels | None = field(repr=False)
     vocabulary: CategoryVocabulary = field(repr=False)
     data_end: pd.Timestamp
+    history: SparseRows | None = field(default=None, repr=False)  # category line counts before T
 
     def summary(self) -> dict[str, object]:
         """Counts and rates only; safe to print or log."""
@@ -163,6 +165,14 @@ def prepare_store(
             vocabulary=vocabulary,
             data_end=data_end,
         )
+    n = len(features.customer_ids)
+    history = SparseRows(  # a store without category data has an empty history
+        np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), len(vocabulary)
+    )
+    if "category" in data.transactions.columns:
+        from fedcrm.models.preference import category_history
+
+        history = category_history(features.customer_ids, data.transactions, cutoff, vocabulary)
     logger.info(
         "prepared store %s: %d of %d customers consented to %s; %d feature rows",
         store.store_id,
@@ -179,6 +189,7 @@ def prepare_store(
         labels=labels,
         vocabulary=vocabulary,
         data_end=data_end,
+        history=history,
     )
 
 

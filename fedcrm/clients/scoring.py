@@ -86,6 +86,12 @@ SCORE_COLUMNS: tuple[str, ...] = (
     "rfm_segment",
     "discount_sensitive",
     "marketing_consent",
+    "top_categories",
+    "offer_category",
+)
+#: Actions whose offer is for a category: the customer's top recommended one.
+CATEGORY_OFFERS = frozenset(
+    {"targeted_coupon", "second_purchase_incentive", "loyalty_upgrade_offer", "retention_call"}
 )
 
 
@@ -279,6 +285,7 @@ class StoreScores:
             "cutoff": self.cutoff.isoformat(),
             "consent_as_of": self.consent_as_of.isoformat(),
             "customers_scored": len(self.frame),
+            "with_recommendations": int((self.frame["top_categories"] != "").sum()),
             "consent": self.consent.as_dict(),
             "marketing_consent": int(self.frame["marketing_consent"].sum()),
             "discount_sensitive": int(self.frame["discount_sensitive"].sum()),
@@ -310,6 +317,7 @@ def score_store(
     purpose: str = "analytics",
     rules: Sequence[ActionRule] = DEFAULT_RULES,
     consent_as_of: pd.Timestamp | str | None = None,
+    top_k: int = 10,
 ) -> StoreScores:
     """Score the store at ``store_dir`` with the global model of ``run_dir``, in the store.
 
@@ -335,7 +343,11 @@ def score_store(
             f"cutoff {request.cutoff:%Y-%m-%d} is after the store's end of data "
             f"{data_end:%Y-%m-%d}; features would treat unobserved days as inactivity"
         )
-    prepared = prepare_store(store_dir, request, spec=model.spec)
+    from fedcrm.clients.recommendations import load_preference_model, recommend
+
+    preference = load_preference_model(run_dir)
+    vocabulary = preference.vocabulary if preference is not None else None
+    prepared = prepare_store(store_dir, request, spec=model.spec, vocabulary=vocabulary)
     features = prepared.features
     customer_ids = _reidentify(store_dir, features.customer_ids)
     calibrator, calibration = _calibrate(
@@ -357,6 +369,11 @@ def score_store(
         marketing_consent=consented,
         rules=rules,
     )
+    top = pd.Series("", index=range(len(customer_ids)), dtype="str")
+    if preference is not None and prepared.history is not None:
+        top = pd.Series(recommend(preference, x, prepared.history, top_k), dtype="str")
+        top[~consented] = ""  # nothing is recommended without marketing consent
+    offer = top.str.split(";").str[0].where(pd.Series(actions).isin(CATEGORY_OFFERS), "")
     frame = pd.DataFrame(
         {
             "customer_id": customer_ids,
@@ -367,6 +384,8 @@ def score_store(
             "rfm_segment": profile["rfm_segment"].astype(str),
             "discount_sensitive": sensitive,
             "marketing_consent": consented,
+            "top_categories": top,
+            "offer_category": offer.fillna(""),
         },
         columns=list(SCORE_COLUMNS),
     )

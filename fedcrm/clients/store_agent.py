@@ -48,6 +48,7 @@ from fedcrm.errors import ConfigError, DataError
 __all__ = [
     "CONSENT_PURPOSE",
     "LEDGER_PURPOSE",
+    "TASKS",
     "BudgetAnswer",
     "EvalOutcome",
     "FitOutcome",
@@ -57,12 +58,17 @@ __all__ = [
     "agent_for",
     "eval_mask",
     "store_settings",
+    "task_model",
 ]
 
 logger = logging.getLogger(__name__)
 
 CONSENT_PURPOSE = "model_training"  # what the customers consented to (the boundary)
-LEDGER_PURPOSE = "churn"  # whose share of the lifetime budget the spend is booked to
+LEDGER_PURPOSE = "churn"  # the churn task's share of the lifetime budget
+TASKS: tuple[str, ...] = (
+    "churn",
+    "preference",
+)  # each task books to the ledger purpose of its name
 _DP_STATE = "fedcrm.dp"
 _HISTORY_STATE = "fedcrm.history"
 _SPLIT_SALT = "fedcrm-eval-split-v1:"
@@ -89,6 +95,10 @@ class TrainingPlan:
     eval_fraction: float
     feature_spec: str  # FeatureSpec.to_dict() as JSON
     cutoff: str = ""  # ISO date; "": the latest with a full label horizon
+    task: str = "churn"  # "churn" | "preference": the model, its labels and its ledger purpose
+    vocabulary: str = ""  # CategoryVocabulary JSON (preference only): the shared taxonomy
+    embedding_dim: int = 32  # preference model width
+    top_k: int = 10  # k of the preference ranking metrics
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -102,6 +112,12 @@ class TrainingPlan:
             raise ConfigError("plan: epsilon, clip norm and learning rate must be > 0")
         if not (0 <= self.delta < 1 and 0 < self.eval_fraction < 1):
             raise ConfigError("plan: delta must be in [0, 1), eval fraction in (0, 1)")
+        if self.task not in TASKS:
+            raise ConfigError(f"plan: task must be one of {TASKS} (got {self.task!r})")
+        if self.task == "preference" and not self.vocabulary:
+            raise ConfigError("plan: the preference task needs the shared category vocabulary")
+        if min(self.embedding_dim, self.top_k) < 1:
+            raise ConfigError("plan: embedding dim and top-k must be >= 1")
 
     def to_config(self) -> dict[str, int | float | str]:
         return {f"plan.{f.name.replace('_', '-')}": getattr(self, f.name) for f in fields(self)}
@@ -117,6 +133,17 @@ class TrainingPlan:
     def digest(self) -> str:
         text = json.dumps(self.to_config(), sort_keys=True)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+    def category_vocabulary(self) -> Any:
+        """The shared vocabulary (preference task), else None."""
+        from fedcrm.models.vocabulary import CategoryVocabulary
+
+        if not self.vocabulary:
+            return None
+        try:
+            return CategoryVocabulary.from_json(self.vocabulary)
+        except (json.JSONDecodeError, TypeError, KeyError) as exc:
+            raise ConfigError(f"plan vocabulary is not CategoryVocabulary JSON ({exc})") from None
 
     def spec(self) -> Any:
         from fedcrm.models.snapshot import FeatureSpec
@@ -136,6 +163,13 @@ class StoreSettings:
     lifetime_epsilon: float = DEFAULT_LIFETIME_EPSILON
     require_secagg: bool = False
     partition_id: int | None = None
+    shares: tuple[float, float, float] = (0.5, 0.3, 0.2)  # churn, preference, analytics
+
+    @property
+    def split(self) -> Any:
+        from fedcrm.privacy.ledger import BudgetSplit
+
+        return BudgetSplit(*self.shares)
 
     @property
     def layout(self) -> StoreLayout:
@@ -173,12 +207,21 @@ def store_settings(context: Context, defaults: Mapping[str, Any] | None = None) 
     secagg = _setting("require-secagg", node)
     if secagg is None:
         secagg = _setting("secagg", run, baked)
-    return StoreSettings(
+    defaults = StoreSettings.__dataclass_fields__["shares"].default
+    shares = tuple(
+        float(value) if (value := _setting(f"budget-share-{purpose}", node, run, baked)) is not None
+        else default
+        for purpose, default in zip(("churn", "preference", "analytics"), defaults, strict=True)
+    )  # fmt: skip
+    settings = StoreSettings(
         store_dir=store_dir,
         lifetime_epsilon=float(lifetime) if lifetime is not None else DEFAULT_LIFETIME_EPSILON,
         require_secagg=bool(secagg),
         partition_id=int(partition) if partition is not None else None,
+        shares=cast(tuple[float, float, float], shares),
     )
+    settings.split  # noqa: B018 - validates the shares (ConfigError) before any data is read
+    return settings
 
 
 # -- the split -----------------------------------------------------------------------------
@@ -201,10 +244,14 @@ def eval_mask(customer_ids: Sequence[str] | pd.Index, fraction: float) -> np.nda
 
 @dataclass(frozen=True)
 class _Data:
+    """The task's training and held-out rows (y: churn (n,) or category multi-hot (n, V))."""
+
     x_train: np.ndarray
     y_train: np.ndarray
     x_eval: np.ndarray
     y_eval: np.ndarray
+    history_eval: Any = None  # preference: held-out customers' pre-cutoff category counts
+    popularity: np.ndarray | None = None  # preference: training customers' category counts
 
 
 def _prepare(settings: StoreSettings, plan: TrainingPlan) -> _Data:
@@ -215,16 +262,42 @@ def _prepare(settings: StoreSettings, plan: TrainingPlan) -> _Data:
         purpose=CONSENT_PURPOSE,
         horizon_days=plan.horizon_days,
     )
-    prepared = prepare_store(settings.store_dir, request, spec=plan.spec())
+    vocabulary = plan.category_vocabulary()
+    prepared = prepare_store(settings.store_dir, request, spec=plan.spec(), vocabulary=vocabulary)
     if prepared.labels is None:
         raise DataError("the store produced no labels")
-    x = np.asarray(prepared.features.matrix, dtype=np.float32)
-    y = np.asarray(prepared.labels.churn, dtype=np.float32)
+    features = np.asarray(prepared.features.matrix, dtype=np.float32)
     held_out = eval_mask(prepared.features.customer_ids, plan.eval_fraction)
-    data = _Data(x[~held_out], y[~held_out], x[held_out], y[held_out])
+    if plan.task == "churn":
+        y = np.asarray(prepared.labels.churn, dtype=np.float32)
+        data = _Data(features[~held_out], y[~held_out], features[held_out], y[held_out])
+    else:
+        data = _preference_data(prepared, features, held_out)
     if len(data.y_train) == 0:
         raise DataError("no consented customers left for training after the split")
     return data
+
+
+def _preference_data(prepared: Any, features: np.ndarray, held_out: np.ndarray) -> _Data:
+    """Inputs = features + pre-cutoff category shares; targets = categories bought in the
+    horizon (multi-hot over the shared vocabulary, UNKNOWN column never a target)."""
+    from fedcrm.models.preference import preference_inputs
+
+    history, truth = prepared.history, prepared.labels.preference
+    if history is None or truth is None:
+        raise DataError("the store's data yields no category history or preference labels")
+    x = preference_inputs(features, history)
+    y = truth.to_dense(np.float32)
+    y[:, 0] = 0.0  # UNKNOWN is not a category anyone can be recommended
+    counts = history.to_dense(np.float64)
+    return _Data(
+        x[~held_out],
+        y[~held_out],
+        x[held_out],
+        y[held_out],
+        history_eval=history.take(np.flatnonzero(held_out)),
+        popularity=counts[~held_out].sum(axis=0),
+    )
 
 
 # -- results --------------------------------------------------------------------------------
@@ -307,7 +380,7 @@ class StoreAgent:
     ) -> None:
         self.settings, self.plan, self.run_id = settings, plan, run_id
         self._data: _Data | None = None
-        state = context.state.config_records.get(_DP_STATE)
+        state = context.state.config_records.get(f"{_DP_STATE}.{plan.task}")
         if state is not None and state.get("plan-digest") == plan.digest:
             numbers = cast(dict[str, float], dict(state))
             self.delta = float(numbers["delta"])
@@ -349,7 +422,7 @@ class StoreAgent:
         self.delta, self.sample_rate, self.steps_per_round, self.noise_multiplier = (
             store_dp_numbers(n, plan, recorded)
         )
-        context.state.config_records[_DP_STATE] = ConfigRecord(
+        context.state.config_records[f"{_DP_STATE}.{plan.task}"] = ConfigRecord(
             {
                 "plan-digest": plan.digest,
                 "delta": self.delta,
@@ -391,7 +464,7 @@ class StoreAgent:
         return LedgerEntry(
             run_id=str(self.run_id),
             round=server_round,
-            purpose=LEDGER_PURPOSE,
+            purpose=self.plan.task,
             noise_multiplier=self.noise_multiplier,
             sample_rate=self.sample_rate if sample_rate is None else sample_rate,
             steps=steps,
@@ -436,15 +509,13 @@ class StoreAgent:
     def _model(self, arrays: Sequence[np.ndarray]) -> tuple[Any, list[str]]:
         import torch
 
-        from fedcrm.models.churn import build_churn_model
-
         torch.set_num_threads(1)
-        model = build_churn_model(self.plan.model, self.data.x_train.shape[1])
+        model = task_model(self.plan, self.data.x_train.shape[1])
         names = list(model.state_dict())
         shapes = [tuple(t.shape) for t in model.state_dict().values()]
         if len(arrays) != len(names) or [a.shape for a in arrays] != shapes:
             raise ConfigError(
-                f"the coordinator's model does not fit this store's {self.plan.model} model "
+                f"the coordinator's model does not fit this store's {self.plan.task} model "
                 f"({len(arrays)} arrays vs {len(names)})"
             )
         state = {
@@ -476,7 +547,12 @@ class StoreAgent:
             optimizer="sgd",
             seed=None,  # fresh OS entropy: a coordinator-known seed would void the noise
         )
-        result = train_dp(model, self.data.x_train, self.data.y_train, config)
+        criterion = None
+        if self.plan.task == "preference":
+            from fedcrm.models.preference import MultiLabelLoss
+
+            criterion = MultiLabelLoss()
+        result = train_dp(model, self.data.x_train, self.data.y_train, config, criterion=criterion)
         actual = replace(entry, steps=int(result.steps), sample_rate=float(result.sample_rate))
         try:
             ledger.record(actual)
@@ -509,6 +585,8 @@ class StoreAgent:
         return FitOutcome(zeros, 0, {"refused": 1, **_decision_metrics(decision)})
 
     def evaluate(self, arrays: Sequence[np.ndarray]) -> EvalOutcome:
+        if self.plan.task == "preference":
+            return self._evaluate_preference(arrays)
         from fedcrm.models.churn import predict_proba
         from fedcrm.models.metrics import brier_score, log_loss, roc_auc
 
@@ -525,17 +603,57 @@ class StoreAgent:
             metrics["auc"] = float(roc_auc(y, p))
         return EvalOutcome(float(log_loss(y, p)), len(y), metrics)
 
+    def _evaluate_preference(self, arrays: Sequence[np.ndarray]) -> EvalOutcome:
+        """Ranking metrics@k of the model and of the two local baselines on held-out
+        customers with at least one category in the horizon (the weight)."""
+        from fedcrm.models.preference import predict_scores
+        from fedcrm.models.ranking import (
+            ndcg_at_k,
+            own_history_ranking,
+            popularity_ranking,
+            precision_at_k,
+            recall_at_k,
+            top_k,
+        )
+        from fedcrm.models.vocabulary import SparseRows
+
+        k, y = self.plan.top_k, self.data.y_eval
+        judged = int((y.sum(axis=1) > 0).sum())
+        if judged == 0:
+            return EvalOutcome(0.0, 0, {"num_eval": 0})
+        model, _ = self._model(arrays)
+        scores = predict_scores(model, self.data.x_eval)
+        rows, cols = np.nonzero(y)
+        truth = SparseRows.from_pairs(rows, cols, len(y), y.shape[1], binary=True)
+        ranked = top_k(scores, k)
+        popularity = np.asarray(self.data.popularity, dtype=np.float64)
+        popular = popularity_ranking(popularity, len(y), k)
+        own = own_history_ranking(self.data.history_eval, popularity, k)
+        logits = np.clip(scores, -30, 30)
+        loss = float(np.mean(np.sum(np.logaddexp(0, logits) - y * logits, axis=1)))
+        metrics: dict[str, int | float] = {
+            "recall_at_k": recall_at_k(truth, ranked, k),
+            "ndcg_at_k": ndcg_at_k(truth, ranked, k),
+            "precision_at_k": precision_at_k(truth, ranked, k),
+            "popularity_recall_at_k": recall_at_k(truth, popular, k),
+            "own_history_recall_at_k": recall_at_k(truth, own, k),
+            "own_history_ndcg_at_k": ndcg_at_k(truth, own, k),
+            "num_eval": judged,
+        }
+        return EvalOutcome(loss, judged, metrics)
+
     def privacy_report(self, context: Context) -> dict[str, int | float]:
         """This run's achieved ε and the store's lifetime position (numbers only)."""
         from fedcrm.privacy.accounting import epsilon_of
 
-        history = _history(context)
+        history = _history(context, self.plan.task)
         run_epsilon = float(epsilon_of(history, self.delta)) if history else 0.0
         ledger = self._ledger()
         report: dict[str, int | float] = {
             "run_epsilon": run_epsilon,
-            "purpose_epsilon_spent": float(ledger.spent(LEDGER_PURPOSE)),
-            "purpose_epsilon_cap": float(ledger.cap(LEDGER_PURPOSE)),
+            "purpose_epsilon_spent": float(ledger.spent(self.plan.task)),
+            "purpose_epsilon_cap": float(ledger.cap(self.plan.task)),
+            **{f"cap_{p}": float(ledger.cap(p)) for p in ("churn", "preference", "analytics")},
             "lifetime_epsilon_spent": float(ledger.spent()),
             "lifetime_epsilon_budget": self.settings.lifetime_epsilon,
             "delta": self.delta,
@@ -550,8 +668,8 @@ class StoreAgent:
         return report
 
 
-def _history(context: Context) -> list[tuple[float, float, int]]:
-    record = context.state.config_records.get(_HISTORY_STATE)
+def _history(context: Context, task: str) -> list[tuple[float, float, int]]:
+    record = context.state.config_records.get(f"{_HISTORY_STATE}.{task}")
     if record is None:
         return []
     sigmas = cast(list[float], record["noise-multiplier"])
@@ -561,7 +679,8 @@ def _history(context: Context) -> list[tuple[float, float, int]]:
 
 
 def _append_history(context: Context, server_round: int, entry: Any) -> None:
-    record = context.state.config_records.get(_HISTORY_STATE)
+    key = f"{_HISTORY_STATE}.{entry.purpose}"
+    record = context.state.config_records.get(key)
     rows: dict[str, list[Any]] = {
         "round": [],
         "noise-multiplier": [],
@@ -574,7 +693,23 @@ def _append_history(context: Context, server_round: int, entry: Any) -> None:
     rows["noise-multiplier"].append(float(entry.noise_multiplier))
     rows["sample-rate"].append(float(entry.sample_rate))
     rows["steps"].append(int(entry.steps))
-    context.state.config_records[_HISTORY_STATE] = ConfigRecord(rows)  # type: ignore[arg-type]
+    context.state.config_records[key] = ConfigRecord(rows)  # type: ignore[arg-type]
+
+
+def task_model(plan: TrainingPlan, n_inputs: int) -> Any:
+    """A fresh model of the plan's task for ``n_inputs`` input columns.
+
+    churn: the plan's churn architecture on the features; preference: the preference model on
+    features + the vocabulary's category shares (``n_inputs = len(spec) + len(vocabulary)``).
+    """
+    if plan.task == "churn":
+        from fedcrm.models.churn import build_churn_model
+
+        return build_churn_model(plan.model, n_inputs)
+    from fedcrm.models.preference import build_preference_model
+
+    n_categories = len(plan.category_vocabulary())
+    return build_preference_model(n_inputs - n_categories, n_categories, dim=plan.embedding_dim)
 
 
 # -- the per-process cache ------------------------------------------------------------------

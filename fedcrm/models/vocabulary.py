@@ -150,6 +150,16 @@ class SparseRows:
         """The column indices of row ``i``."""
         return self.indices[self.indptr[i] : self.indptr[i + 1]]
 
+    def take(self, rows: np.ndarray) -> SparseRows:
+        """The rows ``rows`` (integer positions, in that order) as a new matrix."""
+        rows = np.asarray(rows, dtype=np.int64)
+        starts = self.indptr[rows]
+        lengths = self.indptr[rows + 1] - starts
+        indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        picked = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])
+        return SparseRows(indptr, self.indices[picked], self.data[picked], self.n_cols)
+
     def to_dense(self, dtype: Any = np.float32) -> np.ndarray:
         out = np.zeros(self.shape, dtype=dtype)
         rows = np.repeat(np.arange(self.shape[0]), np.diff(self.indptr))

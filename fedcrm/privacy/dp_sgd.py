@@ -1,10 +1,12 @@
 """Local DP-SGD on a store's own rows, with Opacus (ghost clipping, Poisson sampling).
 
-The privacy unit is the customer record: one feature row per customer per snapshot. Each step
+The privacy unit is the customer record: one feature row per customer per snapshot, with its
+label — one churn bit, or a multi-hot row over categories for the preference model. Each step
 samples every row independently with probability ``q`` (Poisson), clips each row's gradient to
 L2 norm ``max_grad_norm`` (ghost clipping: per-row norms without per-row gradients), sums,
 adds Gaussian noise of std ``noise_multiplier x max_grad_norm`` and divides by the expected
-batch size.
+batch size. A row's gradient is that of its whole loss (for a multi-hot row, the sum over all
+categories), so the clipping bounds one customer's contribution across every category at once.
 
 :func:`train_dp` spends privacy but does not account for it: it returns the ``steps`` taken and
 the ``sample_rate`` used, and the caller records ``(σ, q, steps)`` in the store's
@@ -173,13 +175,16 @@ def _as_arrays(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor
     y_arr = np.asarray(y)
     if x_arr.ndim != 2 or len(x_arr) == 0:
         raise DataError(f"x must be a non-empty 2-D array (got shape {x_arr.shape})")
-    if y_arr.shape != (len(x_arr),):
-        raise DataError(f"y must have shape ({len(x_arr)},) like x's rows (got {y_arr.shape})")
+    if y_arr.ndim not in (1, 2) or y_arr.shape[0] != len(x_arr) or 0 in y_arr.shape[1:]:
+        raise DataError(
+            f"y must have shape ({len(x_arr)},) or ({len(x_arr)}, V) like x's rows "
+            f"(got {y_arr.shape})"
+        )
     if not np.isfinite(x_arr).all():
         raise DataError("x holds NaN or infinite values")
     if not np.isin(y_arr, (0, 1)).all():
         raise DataError("y must hold only 0 and 1")
-    return torch.from_numpy(x_arr), torch.from_numpy(y_arr.astype(np.float32))
+    return torch.from_numpy(x_arr), torch.from_numpy(np.ascontiguousarray(y_arr, np.float32))
 
 
 def _generators(seed: int | None) -> tuple[torch.Generator, torch.Generator]:
@@ -214,14 +219,21 @@ def train_dp(
     config: DpSgdConfig,
     *,
     pos_weight: float | None = None,
+    criterion: nn.Module | None = None,
 ) -> DpTrainResult:
-    """Train ``model`` (1 logit per row, BCE loss) with DP-SGD for ``config.epochs`` epochs.
+    """Train ``model`` with DP-SGD for ``config.epochs`` epochs.
+
+    ``y`` is either 0/1 of shape (n,) — ``model`` gives 1 logit per row, reshaped to (B,),
+    default loss BCE — or 0/1 of shape (n, V) — ``model`` gives (B, V) logits, default loss
+    :class:`~fedcrm.models.preference.MultiLabelLoss` (BCE summed over the V columns per row).
+    A custom ``criterion(logits, y_batch)`` must honour ``reduction`` ("none": one loss per
+    row, which ghost clipping clips; it must be "mean" when passed in).
 
     ``model`` must be a plain module (not already wrapped by Opacus); it is trained in place,
     unwrapped afterwards and its ``state_dict`` returned. ``pos_weight`` weights the positive
-    class in the loss (a public constant, or one derived from the store's label counts — the
-    latter is data-dependent and belongs to the store). Returns the steps and sample rate to
-    record in the ledger; computes no ε.
+    labels in the default loss (a public constant, or one derived from the store's label
+    counts — the latter is data-dependent and belongs to the store). Returns the steps and
+    sample rate to record in the ledger; computes no ε.
     """
     if isinstance(model, AbstractGradSampleModule):
         raise ConfigError("train_dp needs a plain nn.Module, not one already wrapped by Opacus")
@@ -229,6 +241,13 @@ def train_dp(
         _is_real(pos_weight) and math.isfinite(pos_weight) and pos_weight > 0
     ):
         raise ConfigError(f"pos_weight must be None or a finite number > 0 (got {pos_weight!r})")
+    if criterion is not None and pos_weight is not None:
+        raise ConfigError("pass pos_weight to your criterion, not to train_dp")
+    if criterion is not None and getattr(criterion, "reduction", "mean") != "mean":
+        raise ConfigError(
+            f"criterion.reduction must be 'mean' (got {criterion.reduction!r}); "
+            "Opacus switches it to 'none' to clip per-row losses"
+        )
     xt, yt = _as_arrays(x, y)
     n = len(xt)
     batch = effective_batch_size(n, config.expected_batch_size)
@@ -241,10 +260,19 @@ def train_dp(
         )
     sampling, noise = _generators(config.seed)
     optimizer = OPTIMIZERS[config.optimizer](model.parameters(), lr=config.learning_rate)
-    weight = None if pos_weight is None else torch.tensor(float(pos_weight))
-    criterion = nn.BCEWithLogitsLoss(pos_weight=weight)
+    if criterion is None:
+        criterion = _default_criterion(multi_label=yt.ndim == 2, pos_weight=pos_weight)
     with _opacus_notices_handled():
         return _train(model, xt, yt, config, batch, criterion, optimizer, sampling, noise)
+
+
+def _default_criterion(*, multi_label: bool, pos_weight: float | None) -> nn.Module:
+    if multi_label:
+        from fedcrm.models.preference import MultiLabelLoss  # privacy does not import models
+
+        return MultiLabelLoss(pos_weight=None if pos_weight is None else float(pos_weight))
+    weight = None if pos_weight is None else torch.tensor(float(pos_weight))
+    return nn.BCEWithLogitsLoss(pos_weight=weight)
 
 
 @contextmanager
@@ -298,7 +326,8 @@ def _train(
                     for p in params:
                         p.grad = torch.zeros_like(p)
                 else:
-                    loss = dp_criterion(dp_model(xb).reshape(-1), yb)
+                    logits = dp_model(xb)
+                    loss = dp_criterion(logits.reshape(-1) if yb.ndim == 1 else logits, yb)
                     loss.backward()
                     loss_sum += float(loss.item()) * len(xb)
                     loss_rows += len(xb)

@@ -92,6 +92,16 @@ ALLOWED_METRICS: frozenset[str] = frozenset(
         "purpose_epsilon_cap",
         "rounds_trained",
         "partition_id",
+        "cap_churn",
+        "cap_preference",
+        "cap_analytics",
+        # the preference model's ranking metrics on held-out customers (k = the plan's top-k)
+        "recall_at_k",
+        "ndcg_at_k",
+        "precision_at_k",
+        "popularity_recall_at_k",
+        "own_history_recall_at_k",
+        "own_history_ndcg_at_k",
     }
 )
 

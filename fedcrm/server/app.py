@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -259,7 +261,10 @@ def _store_labels(config: FederationConfig, stores: Sequence[Mapping[str, Any]])
 
 
 def privacy_summary(
-    stores: Sequence[Mapping[str, Any]], labels: Sequence[str], target_epsilon: float
+    stores: Sequence[Mapping[str, Any]],
+    labels: Sequence[str],
+    target_epsilon: float,
+    purpose: str = "churn",
 ) -> dict[str, Any]:
     """``summary.json``'s ``privacy`` block: achieved ε per store against the run's target.
 
@@ -282,8 +287,11 @@ def privacy_summary(
             "lifetime_remaining": (
                 None if budget is None or spent is None else max(0.0, budget - spent)
             ),
-            "churn_spent": s.get("purpose_epsilon_spent"),
-            "churn_cap": s.get("purpose_epsilon_cap"),
+            f"{purpose}_spent": s.get("purpose_epsilon_spent"),
+            f"{purpose}_cap": s.get("purpose_epsilon_cap"),
+            "lifetime_split": {
+                p: s[f"cap_{p}"] for p in ("churn", "preference", "analytics") if f"cap_{p}" in s
+            },
             "noise_multiplier": s.get("noise_multiplier"),
             "sample_rate": s.get("sample_rate"),
             "steps": None if s.get("steps") is None else int(s["steps"]),
@@ -297,6 +305,18 @@ def privacy_summary(
     }
 
 
+@dataclass
+class _Task:
+    """One model trained in the run: its plan, initial arrays and output files."""
+
+    name: str  # "churn" | "preference"
+    plan: TrainingPlan
+    names: list[str]
+    initial: list[np.ndarray]
+    run: RunDirectory
+    target_epsilon: float
+
+
 class _Coordinator:
     def __init__(
         self,
@@ -308,34 +328,39 @@ class _Coordinator:
         self.config, self.grid, self.context = config, grid, context
         self.on_round = on_round
         self.spec = resolve_feature_spec(config)
-        self.names, self.initial = _initial_model(config, len(self.spec))
+        names, initial = _initial_model(config, len(self.spec))
         self.plan = _plan(config, self.spec)
-        self.run = RunDirectory(config.run_path, self.names)
+        self.run = RunDirectory(config.run_path, names)
+        self.churn = _Task("churn", self.plan, names, initial, self.run, config.epsilon)
+        self.names = names
 
-    def record(self, event: RoundEvent) -> None:
-        self.run.append_event(event.kind, {"time": _now(), **event.as_dict()})
+    def record(self, event: RoundEvent, task: str = "churn") -> None:
+        self.run.append_event(event.kind, {"time": _now(), "task": task, **event.as_dict()})
 
-    def round_metrics(self, server_round: int, record: dict[str, Any]) -> None:
+    def round_metrics(self, task: _Task, server_round: int, record: dict[str, Any]) -> None:
         """Checkpoint the round's metrics; after its federated evaluation, tell ``on_round``."""
-        self.run.write_round_metrics(server_round, record)
+        task.run.write_round_metrics(server_round, record)
         if self.on_round is None or "evaluate" not in record:
             return
         try:
-            self.on_round(server_round, self.config.num_rounds, record)
+            self.on_round(server_round, task.plan.num_rounds, {"task": task.name, **record})
         except Exception:  # a progress display must never stop the federation
             logger.warning("on_round failed in round %d", server_round, exc_info=True)
 
-    def budget_round(self, nodes: list[int]) -> tuple[dict[int, int], dict[int, dict[str, float]]]:
-        answers = _query(self.grid, nodes, BUDGET_QUERY, self.plan, self.config.node_timeout)
+    def budget_round(
+        self, task: _Task, nodes: list[int]
+    ) -> tuple[dict[int, int], dict[int, dict[str, float]]]:
+        answers = _query(self.grid, nodes, BUDGET_QUERY, task.plan, self.config.node_timeout)
         allowed: dict[int, int] = {}
-        rounds = self.config.num_rounds
+        rounds = task.plan.num_rounds
         for node in nodes:
             answer = answers.get(node)
             if answer is None:
                 self.run.append_event(
                     "refused",
-                    {"time": _now(), "kind": "refused", "source": "budget-query",
-                     "node_id": node, "allowed_rounds": 0, "rounds": list(range(1, rounds + 1)),
+                    {"time": _now(), "kind": "refused", "task": task.name,
+                     "source": "budget-query", "node_id": node, "allowed_rounds": 0,
+                     "rounds": list(range(1, rounds + 1)),
                      "message": "no valid budget answer: the store is left out (fail closed)"},
                 )  # fmt: skip
                 continue
@@ -344,8 +369,9 @@ class _Coordinator:
                 first = allowed[node] + 1
                 self.run.append_event(
                     "refused",
-                    {"time": _now(), "kind": "refused", "source": "budget-query",
-                     "node_id": node, "allowed_rounds": allowed[node],
+                    {"time": _now(), "kind": "refused", "task": task.name,
+                     "source": "budget-query", "node_id": node,
+                     "allowed_rounds": allowed[node],
                      "rounds": list(range(first, rounds + 1)),
                      "requested_epsilon": answer["requested_epsilon"],
                      "remaining_epsilon": answer["remaining_epsilon"],
@@ -354,32 +380,40 @@ class _Coordinator:
                 )  # fmt: skip
         return allowed, answers
 
-    def strategy(self, allowed: dict[int, int]) -> RoundRecorder:
+    def strategy(self, task: _Task, allowed: dict[int, int]) -> RoundRecorder:
         config = self.config
-        plan_config: dict[str, Scalar] = dict(self.plan.to_config())
+        plan_config: dict[str, Scalar] = dict(task.plan.to_config())
 
         def fit_config(server_round: int) -> dict[str, Scalar]:
             return {**plan_config, "server-round": server_round}
 
+        def on_event(event: RoundEvent) -> None:
+            self.record(event, task.name)
+
         base = build_base_strategy(
             config.server_optimizer,
-            initial_parameters=ndarrays_to_parameters(self.initial),
+            initial_parameters=ndarrays_to_parameters(task.initial),
             min_stores=config.min_stores,
             server_learning_rate=config.server_learning_rate,
             server_momentum=config.server_momentum,
             on_fit_config_fn=fit_config,
             on_evaluate_config_fn=fit_config,
         )
-        gate = ParticipationGate(base, allowed, min_stores=config.min_stores, on_event=self.record)
+        gate = ParticipationGate(base, allowed, min_stores=config.min_stores, on_event=on_event)
+        # max-update-norm is set for the churn model; a larger model's update of the same
+        # per-parameter size has a norm larger by √(its parameters / churn's parameters)
+        scale = math.sqrt(_size(task.initial) / _size(self.churn.initial))
         validator = UpdateValidator(
             gate,
-            self.initial,
-            max_update_norm=config.max_update_norm,
+            task.initial,
+            max_update_norm=config.max_update_norm * scale,
             secure_aggregation=config.secagg,
-            on_event=self.record,
+            on_event=on_event,
         )
         return RoundRecorder(
-            validator, on_model=self.run.write_checkpoint, on_metrics=self.round_metrics
+            validator,
+            on_model=task.run.write_checkpoint,
+            on_metrics=lambda r, record: self.round_metrics(task, r, record),
         )
 
     def workflow(self, answers: dict[int, dict[str, float]]) -> DefaultWorkflow:
@@ -402,16 +436,14 @@ class _Coordinator:
             )
         )
 
-    def run_all(self) -> dict[str, Any]:
-        config = self.config
+    def train(self, task: _Task, nodes: list[int]) -> dict[str, Any]:
+        """Budget query, the rounds (SecAgg+ unless off), the final model and the stores'
+        privacy reports of one task."""
         began = time.perf_counter()
-        self.run.claim()
-        warnings.warn(LIMITATIONS[1], PrivacyWarning, stacklevel=2)
-        nodes = _wait_for_nodes(self.grid, config.stores_to_wait_for, config.node_timeout)
-        allowed, answers = self.budget_round(nodes)
-        strategy = self.strategy(allowed)
+        allowed, answers = self.budget_round(task, nodes)
+        strategy = self.strategy(task, allowed)
         legacy = LegacyContext(
-            self.context, config=ServerConfig(num_rounds=config.num_rounds), strategy=strategy
+            self.context, config=ServerConfig(num_rounds=task.plan.num_rounds), strategy=strategy
         )
         self.workflow(answers)(self.grid, legacy)
         final = parameters_to_ndarrays(
@@ -419,16 +451,42 @@ class _Coordinator:
                 legacy.state.array_records[MAIN_PARAMS_RECORD], keep_input=True
             )
         )
-        model_files = self.run.write_final_model(final)
-        reports = _query(self.grid, nodes, REPORT_QUERY, self.plan, config.node_timeout)
+        model_files = task.run.write_final_model(final)
+        reports = _query(self.grid, nodes, REPORT_QUERY, task.plan, self.config.node_timeout)
         raw = [{"node_id": n, **answers.get(n, {}), **reports.get(n, {})} for n in nodes]
         raw.sort(key=lambda s: (s.get("partition_id", float("inf")), s["node_id"]))
-        labels = _store_labels(config, raw)
+        labels = _store_labels(self.config, raw)
         stores = [{"store": label, **s} for label, s in zip(labels, raw, strict=True)]
         history = [strategy.rounds[r] for r in sorted(strategy.rounds)]
-        refusals = self.run.read_events("refused")
-        rejections = self.run.read_events("rejected")
-        card = self.model_card(stores, history, model_files, len(refusals), len(rejections))
+        refusals = [
+            e for e in self.run.read_events("refused") if e.get("task", "churn") == task.name
+        ]
+        rejections = [
+            e for e in self.run.read_events("rejected") if e.get("task", "churn") == task.name
+        ]
+        return {
+            "stores": stores,
+            "labels": labels,
+            "history": history,
+            "refusals": refusals,
+            "rejections": rejections,
+            "model_files": model_files,
+            "privacy": privacy_summary(stores, labels, task.target_epsilon, task.name),
+            "seconds": round(time.perf_counter() - began, 3),
+        }
+
+    def run_all(self) -> dict[str, Any]:
+        config = self.config
+        began = time.perf_counter()
+        self.run.claim()
+        warnings.warn(LIMITATIONS[1], PrivacyWarning, stacklevel=2)
+        nodes = _wait_for_nodes(self.grid, config.stores_to_wait_for, config.node_timeout)
+        churn = self.train(self.churn, nodes)
+        history = churn["history"]
+        card = self.model_card(
+            churn["stores"], history, churn["model_files"], len(churn["refusals"]),
+            len(churn["rejections"]),
+        )  # fmt: skip
         self.run.write_model_card(card)
         summary = {
             "run_id": int(self.context.run_id),
@@ -437,16 +495,48 @@ class _Coordinator:
             "history": history,
             "final": (history[-1].get("evaluate") if history else None) or {},
             "final_loss": history[-1].get("loss") if history else None,
-            "privacy": privacy_summary(stores, labels, config.epsilon),
-            "stores": stores,
-            "refusals": refusals,
-            "rejections": rejections,
-            "model": {k: str(v) for k, v in model_files.items()},
+            "privacy": churn["privacy"],
+            "stores": churn["stores"],
+            "refusals": churn["refusals"],
+            "rejections": churn["rejections"],
+            "model": {k: str(v) for k, v in churn["model_files"].items()},
             "model_card": str(self.run.model_card_path),
+            "preference": self.train_preference(nodes),
             "training_seconds": round(time.perf_counter() - began, 3),
         }
         self.run.write_summary(summary)
         return summary
+
+    def train_preference(self, nodes: list[int]) -> dict[str, Any]:
+        """The preference task, or why it was skipped (``{"skipped": reason}``)."""
+        from fedcrm.server.preference import (
+            preference_card,
+            preference_initial_model,
+            preference_summary,
+            preference_task_plan,
+            resolve_vocabulary,
+        )
+
+        config = self.config
+        if not config.preference:
+            return {"skipped": "preference = false in the run configuration"}
+        vocabulary = resolve_vocabulary(config)
+        if vocabulary is None:
+            reason = (
+                "the chain declares no category taxonomy (chain.json categories), so there is "
+                "no shared category vocabulary; the churn model was trained without it"
+            )
+            logger.warning("preference model skipped: %s", reason)
+            return {"skipped": reason}
+        plan = preference_task_plan(config, self.spec, vocabulary)
+        names, initial = preference_initial_model(config, plan, len(self.spec) + len(vocabulary))
+        run = RunDirectory(config.run_path, names, task="preference")
+        result = self.train(_Task("preference", plan, names, initial, run, plan.epsilon), nodes)
+        card = preference_card(
+            config, self.spec, vocabulary, plan, names, result, int(self.context.run_id)
+        )
+        run.write_model_card({**card, "limitations": list(LIMITATIONS)}, markdown=False)
+        return preference_summary(plan, vocabulary, result, str(run.model_card_path))
 
     def model_card(
         self,
@@ -506,6 +596,10 @@ class _Coordinator:
             "rejections": rejections,
             "limitations": list(LIMITATIONS),
         }
+
+
+def _size(arrays: Sequence[np.ndarray]) -> int:
+    return int(sum(np.asarray(a).size for a in arrays))
 
 
 def _now() -> str:

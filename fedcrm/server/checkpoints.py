@@ -63,15 +63,22 @@ def _dump(payload: Any) -> str:
 
 
 class RunDirectory:
-    """The run directory of one federated training run."""
+    """The run directory of one federated training run, seen by one task's model.
 
-    def __init__(self, root: Path, parameter_names: Sequence[str]) -> None:
+    The churn model (the run's main task) writes ``checkpoints/round_NNN.*``,
+    ``model/churn.*`` and ``model/model_card.json``; another task writes
+    ``checkpoints/<task>/round_NNN.*``, ``model/<task>.*`` and ``model/<task>_card.json``.
+    """
+
+    def __init__(self, root: Path, parameter_names: Sequence[str], task: str = "churn") -> None:
         self.root = Path(root)
         self.parameter_names = list(parameter_names)
+        self.task = task
 
     @property
     def checkpoints_dir(self) -> Path:
-        return self.root / "checkpoints"
+        base = self.root / "checkpoints"
+        return base if self.task == "churn" else base / self.task
 
     @property
     def model_dir(self) -> Path:
@@ -79,7 +86,8 @@ class RunDirectory:
 
     @property
     def model_card_path(self) -> Path:
-        return self.model_dir / "model_card.json"
+        name = "model_card.json" if self.task == "churn" else f"{self.task}_card.json"
+        return self.model_dir / name
 
     @property
     def summary_path(self) -> Path:
@@ -107,6 +115,7 @@ class RunDirectory:
         return path
 
     def write_checkpoint(self, server_round: int, arrays: Sequence[np.ndarray]) -> Path:
+        self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
         return self._write_npz(self.checkpoints_dir / f"round_{server_round:03d}.npz", arrays)
 
     def write_round_metrics(self, server_round: int, payload: Mapping[str, Any]) -> Path:
@@ -129,20 +138,23 @@ class RunDirectory:
         return [r for r in rows if r.get("kind", kind) == kind]
 
     def write_final_model(self, arrays: Sequence[np.ndarray]) -> dict[str, Path]:
-        """``churn.npz`` (numpy) and ``churn.pt`` (a torch state_dict of the same arrays)."""
+        """``<task>.npz`` (numpy) and ``<task>.pt`` (a torch state_dict of the same arrays)."""
         import torch
 
-        npz = self._write_npz(self.model_dir / "churn.npz", arrays)
+        npz = self._write_npz(self.model_dir / f"{self.task}.npz", arrays)
         state = {k: torch.from_numpy(np.array(a)) for k, a in self._named(arrays).items()}
-        pt = self.model_dir / "churn.pt"
+        pt = self.model_dir / f"{self.task}.pt"
         with atomic_file(pt) as tmp:
             torch.save(state, tmp)
         return {"npz": npz, "torch": pt}
 
-    def write_model_card(self, card: Mapping[str, Any]) -> tuple[Path, Path]:
-        json_path = self._write_text(self.model_card_path, _dump(card))
-        md_path = self._write_text(self.model_dir / "model_card.md", render_model_card(card))
-        return json_path, md_path
+    def write_model_card(self, card: Mapping[str, Any], *, markdown: bool = True) -> list[Path]:
+        """The card as JSON, and (churn card) its Markdown reading copy."""
+        paths = [self._write_text(self.model_card_path, _dump(card))]
+        if markdown:
+            md = self.model_card_path.with_suffix(".md")
+            paths.append(self._write_text(md, render_model_card(card)))
+        return paths
 
     def write_summary(self, summary: Mapping[str, Any]) -> Path:
         return self._write_text(self.summary_path, _dump(summary))

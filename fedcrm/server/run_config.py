@@ -40,6 +40,17 @@ max-update-norm          float      10.0        L2 bound on a store's (or the ag
                                                 update; larger updates are rejected
 secagg-clipping-range    float      8.0         SecAgg+ quantisation range for update values
 node-timeout             float      300.0       seconds to wait for stores and replies
+preference               bool       true        also train the category preference model (when
+                                                the chain declares a category taxonomy)
+preference-rounds        int        0           its rounds; 0 → num-rounds
+preference-epsilon       float      0.0         its per-store target ε; 0 → epsilon
+preference-learning-rate float      0.5         its local learning rate
+preference-dim           int        32          width of its customer / category embeddings
+top-k                    int        10          k of recall/precision/NDCG@k and of the
+                                                recommendations
+budget-share-churn       float      0.5         share of a store's lifetime ε for churn (the
+budget-share-preference  float      0.3         store's own policy: node_config overrides
+budget-share-analytics   float      0.2         run_config; sum ≤ 1)
 =======================  =========  ==========  ==============================================
 """
 
@@ -89,6 +100,17 @@ class FederationConfig:
     max_update_norm: float = field(default=10.0, metadata={"key": "max-update-norm"})
     secagg_clipping_range: float = field(default=8.0, metadata={"key": "secagg-clipping-range"})
     node_timeout: float = field(default=300.0, metadata={"key": "node-timeout"})
+    preference: bool = field(default=True, metadata={"key": "preference"})
+    preference_rounds: int = field(default=0, metadata={"key": "preference-rounds"})
+    preference_epsilon: float = field(default=0.0, metadata={"key": "preference-epsilon"})
+    preference_learning_rate: float = field(
+        default=0.5, metadata={"key": "preference-learning-rate"}
+    )
+    preference_dim: int = field(default=32, metadata={"key": "preference-dim"})
+    top_k: int = field(default=10, metadata={"key": "top-k"})
+    share_churn: float = field(default=0.5, metadata={"key": "budget-share-churn"})
+    share_preference: float = field(default=0.3, metadata={"key": "budget-share-preference"})
+    share_analytics: float = field(default=0.2, metadata={"key": "budget-share-analytics"})
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -112,6 +134,17 @@ class FederationConfig:
         ):
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"{key} must be a finite number > 0 (got {value!r})")
+        _positive("preference-dim", self.preference_dim)
+        _positive("top-k", self.top_k)
+        if self.preference_rounds < 0 or not (
+            math.isfinite(self.preference_epsilon) and self.preference_epsilon >= 0
+        ):
+            raise ConfigError("preference-rounds and preference-epsilon must be >= 0 (0: as churn)")
+        if not (math.isfinite(self.preference_learning_rate) and self.preference_learning_rate > 0):
+            raise ConfigError("preference-learning-rate must be a finite number > 0")
+        from fedcrm.privacy.ledger import BudgetSplit
+
+        BudgetSplit(self.share_churn, self.share_preference, self.share_analytics)  # checks
         if not 0 <= self.delta < 1:
             raise ConfigError(f"delta must be in [0, 1) — 0 means the default (got {self.delta})")
         if not 0 <= self.server_momentum < 1:
@@ -167,6 +200,14 @@ class FederationConfig:
     @property
     def data_path(self) -> Path | None:
         return Path(self.data_dir) if self.data_dir else None
+
+    @property
+    def preference_plan_rounds(self) -> int:
+        return self.preference_rounds or self.num_rounds
+
+    @property
+    def preference_target_epsilon(self) -> float:
+        return self.preference_epsilon or self.epsilon
 
     @property
     def stores_to_wait_for(self) -> int:

@@ -80,7 +80,19 @@ EventSink = Callable[[RoundEvent], None]
 
 
 #: Metrics averaged across stores (weighted by examples); others are not aggregated.
-AVERAGED_METRICS: frozenset[str] = frozenset({"loss", "auc", "brier"})
+AVERAGED_METRICS: frozenset[str] = frozenset(
+    {
+        "loss",
+        "auc",
+        "brier",
+        "recall_at_k",
+        "ndcg_at_k",
+        "precision_at_k",
+        "popularity_recall_at_k",
+        "own_history_recall_at_k",
+        "own_history_ndcg_at_k",
+    }
+)
 
 
 def weighted_metrics(results: Sequence[tuple[int, Mapping[str, Scalar]]]) -> dict[str, Scalar]:

@@ -1,0 +1,215 @@
+"""The coordinator's side of the category preference task (trained after the churn model).
+
+The shared vocabulary is the chain's **public category taxonomy** (``chain.json`` categories:
+product master data every store of the chain already holds), never a union of what stores
+report. So the model's output rows exist for every category of the taxonomy, whichever stores
+sell it, and nothing in the plan says which store sells what. A store's own category that the
+taxonomy lacks maps to the UNKNOWN bucket in that store (never a target, never recommended).
+Which store sells a rare category could only show in its update; updates leave a store with
+DP noise on every row (also rows of categories it does not sell) and are summed under SecAgg+,
+so the coordinator sees only the noisy sum of all stores (see ``docs/preference.md``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from fedcrm.clients.store_agent import TrainingPlan, task_model
+from fedcrm.models.snapshot import FeatureSpec
+from fedcrm.models.vocabulary import CategoryVocabulary
+from fedcrm.server.checkpoints import MODEL_CARD_FORMAT
+from fedcrm.server.run_config import FederationConfig
+
+__all__ = [
+    "RANKING_METRICS",
+    "preference_card",
+    "preference_initial_model",
+    "preference_summary",
+    "preference_task_plan",
+    "resolve_vocabulary",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Store metric names (k-free on the wire) → summary names with the run's k.
+RANKING_METRICS: tuple[str, ...] = (
+    "recall",
+    "ndcg",
+    "precision",
+    "popularity_recall",
+    "own_history_recall",
+    "own_history_ndcg",
+)
+
+
+def resolve_vocabulary(config: FederationConfig) -> CategoryVocabulary | None:
+    """The chain's category taxonomy as the shared vocabulary, or None when it has none."""
+    from fedcrm.synthetic.chain import chain_categories
+
+    categories = chain_categories(config.data_path) if config.data_path else ()
+    if not categories:
+        return None
+    return CategoryVocabulary.from_categories(categories)
+
+
+def preference_task_plan(
+    config: FederationConfig, spec: FeatureSpec, vocabulary: CategoryVocabulary
+) -> TrainingPlan:
+    """The churn plan's data settings with the preference task's model, rounds and ε."""
+    return TrainingPlan(
+        num_rounds=config.preference_plan_rounds,
+        local_epochs=config.local_epochs,
+        epsilon=config.preference_target_epsilon,
+        delta=config.delta,
+        model=config.model,
+        learning_rate=config.preference_learning_rate,
+        batch_size=config.batch_size,
+        clip_norm=config.clip_norm,
+        horizon_days=config.horizon_days,
+        eval_fraction=config.eval_fraction,
+        feature_spec=json.dumps(spec.to_dict(), sort_keys=True),
+        cutoff=config.cutoff,
+        task="preference",
+        vocabulary=vocabulary.to_json(),
+        embedding_dim=config.preference_dim,
+        top_k=config.top_k,
+    )
+
+
+def preference_initial_model(
+    config: FederationConfig, plan: TrainingPlan, n_inputs: int
+) -> tuple[list[str], list[np.ndarray]]:
+    import torch
+
+    torch.manual_seed(config.seed + 1)
+    state = task_model(plan, n_inputs).state_dict()
+    return list(state), [t.detach().cpu().numpy().astype(np.float32) for t in state.values()]
+
+
+def preference_card(
+    config: FederationConfig,
+    spec: FeatureSpec,
+    vocabulary: CategoryVocabulary,
+    plan: TrainingPlan,
+    names: list[str],
+    result: Mapping[str, Any],
+    run_id: int,
+) -> dict[str, Any]:
+    """The preference model's card (``RUN/model/preference_card.json``)."""
+    return {
+        "format": MODEL_CARD_FORMAT,
+        "version": 1,
+        "run_id": run_id,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model": {
+            "task": "categories bought within the horizon (multi-label ranking)",
+            "architecture": "preference",
+            "n_features": len(spec),
+            "n_categories": len(vocabulary),
+            "embedding_dim": plan.embedding_dim,
+            "parameter_names": names,
+            "files": {k: v.name for k, v in result["model_files"].items()},
+        },
+        "data": {
+            "cutoff": config.cutoff or "latest with a full label horizon (per store)",
+            "horizon_days": config.horizon_days,
+            "eval_fraction": config.eval_fraction,
+            "features": list(spec.feature_names),
+            "feature_spec": spec.to_dict(),
+            "vocabulary": vocabulary.to_dict(),
+        },
+        "privacy": {
+            "mechanism": "DP-SGD in each store (Poisson sampling, per-customer clipping of the "
+            "whole multi-label gradient)",
+            "epsilon_target": plan.epsilon,
+            "ledger_purpose": "preference",
+            "stores": result["stores"],
+        },
+        "metrics": {"k": plan.top_k, "rounds": result["history"]},
+    }
+
+
+def preference_summary(
+    plan: TrainingPlan, vocabulary: CategoryVocabulary, result: Mapping[str, Any], card: str
+) -> dict[str, Any]:
+    """``summary.json``'s ``preference`` block: final federated ranking metrics at k, the
+    stores' local baselines (popularity, own history), rounds, privacy and files."""
+    k = plan.top_k
+    history = result["history"]
+    final = (history[-1].get("evaluate") if history else None) or {}
+    block: dict[str, Any] = {"k": k}
+    for name in RANKING_METRICS:
+        value = final.get(f"{name}_at_k")
+        block[f"{name}_at_{k}"] = None if value is None else float(value)
+    block.update(
+        {
+            "centralized_recall_at_" + str(k): None,  # set by the simulation harness
+            "evaluated_customers": final.get("num_examples"),
+            "categories": len(vocabulary) - 1,
+            "rounds": len(history),
+            "rounds_planned": plan.num_rounds,
+            "history": history,
+            "privacy": result["privacy"],
+            "refusals": result["refusals"],
+            "rejections": result["rejections"],
+            "model": {key: str(v) for key, v in result["model_files"].items()},
+            "model_card": card,
+            "training_seconds": result["seconds"],
+        }
+    )
+    return block
+
+
+def centralized_preference_baseline(
+    store_dirs: list[Any], plan: TrainingPlan, *, seed: int = 7
+) -> dict[str, Any]:
+    """Simulation-only, NON-PRIVATE reference: the preference model trained on every store's
+    pooled training split (plain minibatch SGD, same epochs = rounds × local epochs, learning
+    rate and batch size) and ranked on the pooled held-out customers. Never touches a ledger.
+    """
+    import time
+    from pathlib import Path
+
+    import torch
+
+    from fedcrm.clients.store_agent import StoreSettings, _prepare
+    from fedcrm.models.preference import MultiLabelLoss, predict_scores
+    from fedcrm.models.ranking import ndcg_at_k, recall_at_k, top_k
+    from fedcrm.models.vocabulary import SparseRows
+
+    began = time.perf_counter()
+    prepared = [_prepare(StoreSettings(store_dir=Path(d)), plan) for d in store_dirs]
+    x = np.concatenate([d.x_train for d in prepared])
+    y = np.concatenate([d.y_train for d in prepared])
+    x_eval = np.concatenate([d.x_eval for d in prepared])
+    y_eval = np.concatenate([d.y_eval for d in prepared])
+    torch.manual_seed(seed)
+    model = task_model(plan, int(x.shape[1]))
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    optimizer = torch.optim.SGD(model.parameters(), lr=plan.learning_rate)
+    criterion = MultiLabelLoss()
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(plan.num_rounds * plan.local_epochs):
+        order = torch.randperm(len(xt), generator=generator)
+        for start in range(0, len(xt), plan.batch_size):
+            idx = order[start : start + plan.batch_size]
+            optimizer.zero_grad()
+            criterion(model(xt[idx]), yt[idx]).backward()
+            optimizer.step()
+    judged = y_eval.sum(axis=1) > 0
+    rows, cols = np.nonzero(y_eval[judged])
+    truth = SparseRows.from_pairs(rows, cols, int(judged.sum()), y_eval.shape[1], binary=True)
+    ranked = top_k(predict_scores(model, x_eval[judged]), plan.top_k)
+    k = plan.top_k
+    return {
+        f"centralized_recall_at_{k}": recall_at_k(truth, ranked, k),
+        f"centralized_ndcg_at_{k}": ndcg_at_k(truth, ranked, k),
+        "centralized_seconds": round(time.perf_counter() - began, 2),
+    }
