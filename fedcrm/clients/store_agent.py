@@ -33,10 +33,10 @@ import json
 import logging
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -44,6 +44,9 @@ from flwr.app import ConfigRecord, Context
 
 from fedcrm.data.layout import StoreLayout, discover_stores
 from fedcrm.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from fedcrm.privacy.ledger import BudgetSplit
 
 __all__ = [
     "CONSENT_PURPOSE",
@@ -155,6 +158,13 @@ class TrainingPlan:
 
 
 # -- the store's own settings ------------------------------------------------------------
+def _budget_split(**shares: float) -> BudgetSplit:
+    """The lifetime ε split (defaults for missing purposes); ConfigError on bad shares."""
+    from fedcrm.privacy.ledger import BudgetSplit
+
+    return BudgetSplit(**shares)
+
+
 @dataclass(frozen=True)
 class StoreSettings:
     """The store's local policy: where its data is and what it allows over its lifetime."""
@@ -163,13 +173,7 @@ class StoreSettings:
     lifetime_epsilon: float = DEFAULT_LIFETIME_EPSILON
     require_secagg: bool = False
     partition_id: int | None = None
-    shares: tuple[float, float, float] = (0.5, 0.3, 0.2)  # churn, preference, analytics
-
-    @property
-    def split(self) -> Any:
-        from fedcrm.privacy.ledger import BudgetSplit
-
-        return BudgetSplit(*self.shares)
+    split: BudgetSplit = field(default_factory=_budget_split)  # the lifetime ε shares
 
     @property
     def layout(self) -> StoreLayout:
@@ -207,21 +211,18 @@ def store_settings(context: Context, defaults: Mapping[str, Any] | None = None) 
     secagg = _setting("require-secagg", node)
     if secagg is None:
         secagg = _setting("secagg", run, baked)
-    defaults = StoreSettings.__dataclass_fields__["shares"].default
-    shares = tuple(
-        float(value) if (value := _setting(f"budget-share-{purpose}", node, run, baked)) is not None
-        else default
-        for purpose, default in zip(("churn", "preference", "analytics"), defaults, strict=True)
-    )  # fmt: skip
-    settings = StoreSettings(
+    shares = {
+        purpose: float(value)
+        for purpose in ("churn", "preference", "analytics")
+        if (value := _setting(f"budget-share-{purpose}", node, run, baked)) is not None
+    }
+    return StoreSettings(
         store_dir=store_dir,
         lifetime_epsilon=float(lifetime) if lifetime is not None else DEFAULT_LIFETIME_EPSILON,
         require_secagg=bool(secagg),
         partition_id=int(partition) if partition is not None else None,
-        shares=cast(tuple[float, float, float], shares),
+        split=_budget_split(**shares),  # checks the shares before any data is read
     )
-    settings.split  # noqa: B018 - validates the shares (ConfigError) before any data is read
-    return settings
 
 
 # -- the split -----------------------------------------------------------------------------
@@ -456,7 +457,7 @@ class StoreAgent:
         from fedcrm.privacy.ledger import PrivacyBudget, PrivacyLedger
 
         budget = PrivacyBudget(self.settings.lifetime_epsilon, self.delta)
-        return PrivacyLedger.open(self.settings.layout, budget)
+        return PrivacyLedger.open(self.settings.layout, budget, self.settings.split)
 
     def _entry(self, server_round: int, steps: int, sample_rate: float | None = None) -> Any:
         from fedcrm.privacy.ledger import LedgerEntry
