@@ -202,7 +202,7 @@ def _finish(
         preference = summary.get("preference") or {}
         if preference and not preference.get("skipped"):
             _phase(on_phase, "baseline: centralized preference model")
-            preference.update(_preference_baseline(config, store_dirs))
+            preference.update(_preference_baseline(config, store_dirs, summary.get("run_id")))
     summary["churn"] = {**churn, "labels": CHURN_LABELS}
     try:
         summary["plot"] = str(plot_run(summary, config.run_path / PLOT_NAME))
@@ -239,8 +239,11 @@ def _baselines(
     return churn
 
 
-def _preference_baseline(config: FederationConfig, store_dirs: list[Path]) -> dict[str, Any]:
-    """The centralized non-private preference reference, or {} when it fails (logged)."""
+def _preference_baseline(
+    config: FederationConfig, store_dirs: list[Path], run_id: int | None
+) -> dict[str, Any]:
+    """The centralized non-private preference reference, or {} when it fails (logged); it
+    reuses the churn baselines' preparation of each store (``run_id``)."""
     from fedcrm.server.app import resolve_feature_spec
     from fedcrm.server.preference import (
         centralized_preference_baseline,
@@ -253,7 +256,7 @@ def _preference_baseline(config: FederationConfig, store_dirs: list[Path]) -> di
         if vocabulary is None:
             return {}
         plan = preference_task_plan(config, resolve_feature_spec(config), vocabulary)
-        return centralized_preference_baseline(store_dirs, plan, seed=config.seed)
+        return centralized_preference_baseline(store_dirs, plan, seed=config.seed, run_id=run_id)
     except Exception:  # a reference must not lose the run's result
         logger.exception("the preference baseline failed; summary.json keeps the federated one")
         return {}

@@ -74,8 +74,8 @@ class RoundProgress:
 
     def __init__(self, progress: Progress, total: int, title: str) -> None:
         self._progress = progress
-        self._rounds = progress.add_task(title, total=total, count=f"0/{total}", info="")
-        self._tasks: dict[str, TaskID] = {"churn": self._rounds}
+        first = progress.add_task(title, total=total, count=f"0/{total}", info="")
+        self._tasks: dict[str, TaskID] = {"churn": first}  # one bar per model of the run
         self._phase: TaskID | None = None
 
     def __call__(self, server_round: int, total: int, record: Mapping[str, Any]) -> None:

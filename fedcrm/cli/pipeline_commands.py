@@ -151,8 +151,9 @@ def _clear_previous_run(out: Path) -> None:
     """Remove a previous run in ``out``; refuse a directory that does not look like one."""
     if not out.exists():
         return
-    markers = ("summary.json", "checkpoints", "model")
-    if not out.is_dir() or not any((out / m).exists() for m in markers):
+    from fedcrm.server.checkpoints import RunDirectory
+
+    if not out.is_dir() or not RunDirectory(out, ()).holds_run():
         raise OutputExistsError(
             f"{out}: exists and does not hold a fedcrm run; refusing to replace it with --fresh"
         )

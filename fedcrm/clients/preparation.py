@@ -19,14 +19,14 @@ The reports carry counts only.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from fedcrm.data.layout import StoreLayout
-from fedcrm.data.store import load_store
+from fedcrm.data.store import StoreData, load_store
 from fedcrm.errors import ConfigError
 from fedcrm.models.features import build_store_features
 from fedcrm.models.labels import Labels, build_labels
@@ -78,6 +78,18 @@ class PreparedStore:
     vocabulary: CategoryVocabulary = field(repr=False)
     data_end: pd.Timestamp
     history: SparseRows | None = field(default=None, repr=False)  # category line counts before T
+    transactions: pd.DataFrame | None = field(default=None, repr=False)  # de-identified
+
+    def with_vocabulary(self, vocabulary: CategoryVocabulary) -> PreparedStore:
+        """The same preparation with labels and history over ``vocabulary`` (e.g. the
+        federation's shared one), without loading or de-identifying the store again."""
+        if self.transactions is None:
+            raise ConfigError("this preparation kept no transactions to relabel")
+        horizon = self.labels.horizon_days if self.labels is not None else None
+        labels, history = _labels_and_history(
+            self.features, self.transactions, vocabulary, horizon, self.data_end
+        )
+        return replace(self, labels=labels, history=history, vocabulary=vocabulary)
 
     def summary(self) -> dict[str, object]:
         """Counts and rates only; safe to print or log."""
@@ -111,17 +123,20 @@ def prepare_store(
     *,
     spec: FeatureSpec | None = None,
     vocabulary: CategoryVocabulary | None = None,
+    store: StoreData | None = None,
 ) -> PreparedStore:
     """Run the store pipeline on the store directory ``root``.
 
     ``spec`` and ``vocabulary`` should be the federation's shared ones so that every store's
     columns mean the same; without them the store's own categories are used (fine for local
-    use, not for federated models).
+    use, not for federated models). ``store`` is the store's data when the caller has already
+    loaded it from ``root``.
     """
     layout = StoreLayout(Path(root))
     if not layout.root.is_dir():
         raise ConfigError(f"{layout.root}: no such store directory")
-    store = load_store(layout.root)
+    if store is None:
+        store = load_store(layout.root)
     data_end = store_data_end(store.transactions, store.manifest)
     cutoff = request.cutoff
     if cutoff is None:
@@ -155,24 +170,10 @@ def prepare_store(
             f"{cutoff:%Y-%m-%d} (data ends {data_end:%Y-%m-%d}); choose a later cutoff "
             "or a shorter horizon"
         )
-    labels = None
-    if request.with_labels:
-        labels = build_labels(
-            features.customer_ids,
-            data.transactions,
-            cutoff,
-            request.horizon_days,
-            vocabulary=vocabulary,
-            data_end=data_end,
-        )
-    n = len(features.customer_ids)
-    history = SparseRows(  # a store without category data has an empty history
-        np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), len(vocabulary)
+    horizon = request.horizon_days if request.with_labels else None
+    labels, history = _labels_and_history(
+        features, data.transactions, vocabulary, horizon, data_end
     )
-    if "category" in data.transactions.columns:
-        from fedcrm.models.preference import category_history
-
-        history = category_history(features.customer_ids, data.transactions, cutoff, vocabulary)
     logger.info(
         "prepared store %s: %d of %d customers consented to %s; %d feature rows",
         store.store_id,
@@ -190,7 +191,37 @@ def prepare_store(
         vocabulary=vocabulary,
         data_end=data_end,
         history=history,
+        transactions=data.transactions,
     )
+
+
+def _labels_and_history(
+    features: FeatureSnapshot,
+    transactions: pd.DataFrame,
+    vocabulary: CategoryVocabulary,
+    horizon_days: int | None,
+    data_end: pd.Timestamp,
+) -> tuple[Labels | None, SparseRows]:
+    """Labels in [T, T + H) (none without a horizon) and the category history before T."""
+    labels = None
+    if horizon_days is not None:
+        labels = build_labels(
+            features.customer_ids,
+            transactions,
+            features.cutoff,
+            horizon_days,
+            vocabulary=vocabulary,
+            data_end=data_end,
+        )
+    n = len(features.customer_ids)
+    history = SparseRows(  # a store without category data has an empty history
+        np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), len(vocabulary)
+    )
+    if "category" in transactions.columns:
+        from fedcrm.models.preference import category_history
+
+        history = category_history(features.customer_ids, transactions, features.cutoff, vocabulary)
+    return labels, history
 
 
 def _persist_pseudonym_map(layout: StoreLayout, new: PseudonymMap) -> None:

@@ -8,7 +8,6 @@ recommendations of customers without marketing consent (:mod:`fedcrm.clients.sco
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from fedcrm.errors import ConfigError
 from fedcrm.models.preference import build_preference_model, predict_scores, preference_inputs
 from fedcrm.models.ranking import top_k
 from fedcrm.models.vocabulary import CategoryVocabulary, SparseRows
-from fedcrm.server.checkpoints import MODEL_CARD_FORMAT
+from fedcrm.server.checkpoints import read_model_card
 
 __all__ = ["PreferenceRelease", "load_preference_model", "recommend"]
 
@@ -45,10 +44,8 @@ def load_preference_model(run_dir: Path) -> PreferenceRelease | None:
     card_path = Path(run_dir) / "model" / CARD_NAME
     if not card_path.is_file():
         return None
+    card = read_model_card(card_path)
     try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-        if card.get("format") != MODEL_CARD_FORMAT:
-            raise ValueError(f"format != {MODEL_CARD_FORMAT}")
         model = card["model"]
         vocabulary = CategoryVocabulary.from_dict(card["data"]["vocabulary"])
         n_features, dim = int(model["n_features"]), int(model["embedding_dim"])

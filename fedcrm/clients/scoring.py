@@ -31,7 +31,6 @@ allow it::
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,17 +44,18 @@ from torch import nn
 
 from fedcrm.clients.actions import DEFAULT_RULES, ActionRule, assign_actions
 from fedcrm.clients.preparation import PreparationRequest, prepare_store, store_data_end
+from fedcrm.clients.recommendations import load_preference_model, recommend
 from fedcrm.clients.store_agent import eval_mask
 from fedcrm.data.atomic import atomic_file
 from fedcrm.data.layout import StoreLayout
-from fedcrm.data.store import load_store
+from fedcrm.data.store import StoreData, load_store
 from fedcrm.errors import ConfigError, OutputExistsError, PrivacyError
 from fedcrm.models.churn import PlattCalibrator, build_churn_model, predict_logits
 from fedcrm.models.metrics import brier_score, expected_calibration_error
 from fedcrm.models.snapshot import FeatureSpec
 from fedcrm.privacy.consent import ConsentReport, filter_by_consent
 from fedcrm.privacy.keys import load_pseudonym_map
-from fedcrm.server.checkpoints import MODEL_CARD_FORMAT
+from fedcrm.server.checkpoints import read_model_card
 
 __all__ = [
     "DISCOUNT_SENSITIVE_SHARE",
@@ -120,12 +120,7 @@ def load_global_model(run_dir: Path) -> GlobalModel:
         raise ConfigError(
             f"{card_path}: no model card; is {run_dir} a finished `fedcrm train` run?"
         )
-    try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{card_path}: not a valid model card ({exc})") from None
-    if not isinstance(card, dict) or card.get("format") != MODEL_CARD_FORMAT:
-        raise ConfigError(f"{card_path}: not a fedcrm model card (format != {MODEL_CARD_FORMAT})")
+    card = read_model_card(card_path)
     try:
         model, data = card["model"], card["data"]
         architecture, n_features = str(model["architecture"]), int(model["n_features"])
@@ -202,6 +197,7 @@ class CalibrationReport:
 def _calibrate(
     model: GlobalModel,
     store_dir: Path,
+    store: StoreData,
     cutoff: pd.Timestamp,
     purpose: str,
     as_of: pd.Timestamp,
@@ -213,7 +209,7 @@ def _calibrate(
         cutoff=cal_cutoff, purpose=purpose, horizon_days=model.horizon_days, consent_as_of=as_of
     )
     try:
-        prepared = prepare_store(store_dir, request, spec=model.spec)
+        prepared = prepare_store(store_dir, request, spec=model.spec, store=store)
     except ConfigError:  # no consented customer bought before cal_cutoff
         return PlattCalibrator(), CalibrationReport(False, "no labelled history", day)
     assert prepared.labels is not None
@@ -343,15 +339,15 @@ def score_store(
             f"cutoff {request.cutoff:%Y-%m-%d} is after the store's end of data "
             f"{data_end:%Y-%m-%d}; features would treat unobserved days as inactivity"
         )
-    from fedcrm.clients.recommendations import load_preference_model, recommend
-
     preference = load_preference_model(run_dir)
     vocabulary = preference.vocabulary if preference is not None else None
-    prepared = prepare_store(store_dir, request, spec=model.spec, vocabulary=vocabulary)
+    prepared = prepare_store(
+        store_dir, request, spec=model.spec, vocabulary=vocabulary, store=store
+    )
     features = prepared.features
     customer_ids = _reidentify(store_dir, features.customer_ids)
     calibrator, calibration = _calibrate(
-        model, store_dir, request.cutoff, purpose, request.consent_as_of
+        model, store_dir, store, request.cutoff, purpose, request.consent_as_of
     )
     x = np.array(features.matrix)  # a writable copy: torch warns on read-only arrays
     probability = calibrator.apply(predict_logits(model.module, x))

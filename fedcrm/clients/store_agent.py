@@ -21,7 +21,8 @@ One :class:`StoreAgent` serves one store in one run::
 - **Updates** leave as deltas (local model − global model), float32, in the global model's
   array order; the coordinator adds the (securely) aggregated delta to the global model.
 
-Prepared data is cached per process for the run (module-level, keyed by run, store and plan);
+Each store is prepared once per run and process, shared by the run's tasks (churn, then
+preference relabels it with the shared vocabulary); each task's arrays are cached per plan;
 the per-run privacy history lives in ``Context.state`` because a node's messages may be served
 by different processes.
 """
@@ -255,16 +256,39 @@ class _Data:
     popularity: np.ndarray | None = None  # preference: training customers' category counts
 
 
-def _prepare(settings: StoreSettings, plan: TrainingPlan) -> _Data:
+#: This run's preparation of each store, shared by its tasks: {(run, store, cutoff, horizon,
+#: feature spec): PreparedStore}. Consent is thus read once per run, at its first task.
+_PREPARED: dict[tuple[int, str, str, int, str], Any] = {}
+
+
+def _prepared_store(settings: StoreSettings, plan: TrainingPlan, run_id: int | None) -> Any:
+    """The store's preparation for ``plan``: made once per run (``run_id``; None: no reuse);
+    a task with the shared vocabulary relabels it rather than loading the store again."""
     from fedcrm.clients.preparation import PreparationRequest, prepare_store
 
-    request = PreparationRequest(
-        cutoff=pd.Timestamp(plan.cutoff) if plan.cutoff else None,
-        purpose=CONSENT_PURPOSE,
-        horizon_days=plan.horizon_days,
-    )
     vocabulary = plan.category_vocabulary()
-    prepared = prepare_store(settings.store_dir, request, spec=plan.spec(), vocabulary=vocabulary)
+    key = (run_id or 0, str(settings.store_dir), plan.cutoff, plan.horizon_days, plan.feature_spec)
+    prepared = _PREPARED.get(key) if run_id is not None else None
+    if prepared is None:
+        request = PreparationRequest(
+            cutoff=pd.Timestamp(plan.cutoff) if plan.cutoff else None,
+            purpose=CONSENT_PURPOSE,
+            horizon_days=plan.horizon_days,
+        )
+        prepared = prepare_store(
+            settings.store_dir, request, spec=plan.spec(), vocabulary=vocabulary
+        )
+        if run_id is not None:
+            for stale in [k for k in _PREPARED if k[0] != run_id]:
+                del _PREPARED[stale]  # another run's data: drop it
+            _PREPARED[key] = prepared
+    elif vocabulary is not None and prepared.vocabulary.tokens != vocabulary.tokens:
+        prepared = prepared.with_vocabulary(vocabulary)
+    return prepared
+
+
+def _prepare(settings: StoreSettings, plan: TrainingPlan, run_id: int | None = None) -> _Data:
+    prepared = _prepared_store(settings, plan, run_id)
     if prepared.labels is None:
         raise DataError("the store produced no labels")
     features = np.asarray(prepared.features.matrix, dtype=np.float32)
@@ -449,7 +473,7 @@ class StoreAgent:
     def data(self) -> _Data:
         """The store's prepared, split data (prepared on first use, then kept)."""
         if self._data is None:
-            self._data = _prepare(self.settings, self.plan)
+            self._data = _prepare(self.settings, self.plan, self.run_id)
         return self._data
 
     # ledger ------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ __all__ = [
     "ALLOWED_METRICS",
     "ALLOWED_RECORDS",
     "EGRESS_LOG_NAME",
+    "RANKING_METRICS",
     "STATUS_MESSAGES",
     "STATUS_RECORDS",
     "EgressGuard",
@@ -61,6 +62,16 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 EGRESS_LOG_NAME = "egress.jsonl"
+
+#: The preference model's ranking metrics on held-out customers (k = the plan's top-k).
+RANKING_METRICS: tuple[str, ...] = (
+    "recall_at_k",
+    "ndcg_at_k",
+    "precision_at_k",
+    "popularity_recall_at_k",
+    "own_history_recall_at_k",
+    "own_history_ndcg_at_k",
+)
 
 #: Metric names a store may send, each a finite int or float.
 ALLOWED_METRICS: frozenset[str] = frozenset(
@@ -95,13 +106,7 @@ ALLOWED_METRICS: frozenset[str] = frozenset(
         "cap_churn",
         "cap_preference",
         "cap_analytics",
-        # the preference model's ranking metrics on held-out customers (k = the plan's top-k)
-        "recall_at_k",
-        "ndcg_at_k",
-        "precision_at_k",
-        "popularity_recall_at_k",
-        "own_history_recall_at_k",
-        "own_history_ndcg_at_k",
+        *RANKING_METRICS,
     }
 )
 

@@ -152,17 +152,19 @@ def resolve_feature_spec(config: FederationConfig) -> FeatureSpec:
     return FeatureSpec()
 
 
-def _initial_model(config: FederationConfig, n_features: int) -> tuple[list[str], list[Any]]:
+def initial_arrays(plan: TrainingPlan, n_inputs: int, seed: int) -> tuple[list[str], list[Any]]:
+    """Parameter names and float32 arrays of a fresh model of the plan's task (seeded)."""
     import torch
 
-    from fedcrm.models.churn import build_churn_model
+    from fedcrm.clients.store_agent import task_model
 
-    torch.manual_seed(config.seed)
-    state = build_churn_model(config.model, n_features).state_dict()
+    torch.manual_seed(seed)
+    state = task_model(plan, n_inputs).state_dict()
     return list(state), [t.detach().cpu().numpy().astype(np.float32) for t in state.values()]
 
 
-def _plan(config: FederationConfig, spec: FeatureSpec) -> TrainingPlan:
+def churn_plan(config: FederationConfig, spec: FeatureSpec) -> TrainingPlan:
+    """The plan every store receives for the churn task (the run's data settings)."""
     return TrainingPlan(
         num_rounds=config.num_rounds,
         local_epochs=config.local_epochs,
@@ -328,11 +330,10 @@ class _Coordinator:
         self.config, self.grid, self.context = config, grid, context
         self.on_round = on_round
         self.spec = resolve_feature_spec(config)
-        names, initial = _initial_model(config, len(self.spec))
-        self.plan = _plan(config, self.spec)
+        plan = churn_plan(config, self.spec)
+        names, initial = initial_arrays(plan, len(self.spec), config.seed)
         self.run = RunDirectory(config.run_path, names)
-        self.churn = _Task("churn", self.plan, names, initial, self.run, config.epsilon)
-        self.names = names
+        self.churn = _Task("churn", plan, names, initial, self.run, config.epsilon)
 
     def record(self, event: RoundEvent, task: str = "churn") -> None:
         self.run.append_event(event.kind, {"time": _now(), "task": task, **event.as_dict()})
@@ -511,7 +512,6 @@ class _Coordinator:
         """The preference task, or why it was skipped (``{"skipped": reason}``)."""
         from fedcrm.server.preference import (
             preference_card,
-            preference_initial_model,
             preference_summary,
             preference_task_plan,
             resolve_vocabulary,
@@ -529,7 +529,8 @@ class _Coordinator:
             logger.warning("preference model skipped: %s", reason)
             return {"skipped": reason}
         plan = preference_task_plan(config, self.spec, vocabulary)
-        names, initial = preference_initial_model(config, plan, len(self.spec) + len(vocabulary))
+        n_inputs = len(self.spec) + len(vocabulary)
+        names, initial = initial_arrays(plan, n_inputs, config.seed + 1)
         run = RunDirectory(config.run_path, names, task="preference")
         result = self.train(_Task("preference", plan, names, initial, run, plan.epsilon), nodes)
         card = preference_card(
@@ -556,7 +557,7 @@ class _Coordinator:
                 "task": "churn within the horizon (binary)",
                 "architecture": c.model,
                 "n_features": len(self.spec),
-                "parameter_names": self.names,
+                "parameter_names": self.churn.names,
                 "calibration": "none in the global model; each store fits Platt scaling on its "
                 "own held-out customers when it scores (fedcrm score), and keeps it",
                 "files": {k: v.name for k, v in files.items()},

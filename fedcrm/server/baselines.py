@@ -92,27 +92,25 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float | None:
 
 
 def train_centralized(
-    model_name: str,
+    model: Any,
     x: np.ndarray,
     y: np.ndarray,
     *,
+    criterion: Any,
     epochs: int,
     learning_rate: float,
     batch_size: int,
     seed: int,
 ) -> Any:
-    """Plain (non-private) minibatch SGD with BCE on pooled rows; returns the trained model."""
+    """Plain (non-private) minibatch SGD of ``model`` on pooled rows; returns it trained.
+
+    ``criterion(logits, y)``: 1-logit models' logits are flattened to ``y``'s shape.
+    """
     import torch
-    from torch import nn
 
-    from fedcrm.models.churn import build_churn_model
-
-    torch.manual_seed(seed)
-    model = build_churn_model(model_name, int(x.shape[1]))
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     yt = torch.from_numpy(np.asarray(y, dtype=np.float32))
     optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
-    criterion = nn.BCEWithLogitsLoss()
     generator = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(epochs):
@@ -120,8 +118,7 @@ def train_centralized(
         for start in range(0, len(xt), batch_size):
             idx = order[start : start + batch_size]
             optimizer.zero_grad()
-            loss = criterion(model(xt[idx]).reshape(-1), yt[idx])
-            loss.backward()
+            criterion(model(xt[idx]).reshape(yt[idx].shape), yt[idx]).backward()
             optimizer.step()
     model.eval()
     return model
@@ -172,6 +169,7 @@ def compute_baselines(
     *,
     seed: int = 7,
     deltas: Mapping[int, float] | None = None,
+    run_id: int | None = None,
 ) -> BaselineResult:
     """The centralized and local-only baselines of ``plan`` (a store agent TrainingPlan).
 
@@ -184,22 +182,24 @@ def compute_baselines(
     import torch
 
     from fedcrm.clients.store_agent import StoreSettings, _prepare
-    from fedcrm.models.churn import predict_proba
+    from fedcrm.models.churn import build_churn_model, predict_proba
 
     if not store_dirs:
         raise ConfigError("baselines need at least one store")
     began = time.perf_counter()
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
-    prepared = [_prepare(StoreSettings(store_dir=Path(d)), plan) for d in store_dirs]
+    prepared = [_prepare(StoreSettings(store_dir=Path(d)), plan, run_id) for d in store_dirs]
 
     x_train = np.concatenate([d.x_train for d in prepared])
     y_train = np.concatenate([d.y_train for d in prepared])
     x_eval = np.concatenate([d.x_eval for d in prepared])
     y_eval = np.concatenate([d.y_eval for d in prepared])
+    torch.manual_seed(seed)
     central = train_centralized(
-        plan.model,
+        build_churn_model(plan.model, int(x_train.shape[1])),
         x_train,
         y_train,
+        criterion=torch.nn.BCEWithLogitsLoss(),
         epochs=plan.num_rounds * plan.local_epochs,
         learning_rate=plan.learning_rate,
         batch_size=plan.batch_size,
@@ -234,11 +234,12 @@ def baselines_for_config(
 
     δ per store comes from ``summary["stores"]`` (partition_id → delta) when present.
     """
-    from fedcrm.server.app import _plan, resolve_feature_spec
+    from fedcrm.server.app import churn_plan, resolve_feature_spec
 
-    plan = _plan(config, resolve_feature_spec(config))
+    plan = churn_plan(config, resolve_feature_spec(config))
     deltas: dict[int, float] = {}
     for store in (summary or {}).get("stores", []):
         if store.get("partition_id") is not None and store.get("delta"):
             deltas[int(store["partition_id"])] = float(store["delta"])
-    return compute_baselines(store_dirs, plan, seed=config.seed, deltas=deltas)
+    run_id = (summary or {}).get("run_id")
+    return compute_baselines(store_dirs, plan, seed=config.seed, deltas=deltas, run_id=run_id)

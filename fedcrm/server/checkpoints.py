@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 
 from fedcrm.data.atomic import atomic_file
-from fedcrm.errors import OutputExistsError
+from fedcrm.errors import ConfigError, OutputExistsError
 
-__all__ = ["MODEL_CARD_FORMAT", "RunDirectory", "render_model_card"]
+__all__ = ["MODEL_CARD_FORMAT", "RunDirectory", "read_model_card", "render_model_card"]
 
 MODEL_CARD_FORMAT = "fedcrm.model_card"
 _EVENT_FILES = {
@@ -92,6 +92,10 @@ class RunDirectory:
     @property
     def summary_path(self) -> Path:
         return self.root / "summary.json"
+
+    def holds_run(self) -> bool:
+        """Whether the directory holds a run (finished or not): what ``--fresh`` may replace."""
+        return any(p.exists() for p in (self.summary_path, self.checkpoints_dir, self.model_dir))
 
     def claim(self) -> None:
         """Create the directory; refuse one that already holds a finished run."""
@@ -158,6 +162,18 @@ class RunDirectory:
 
     def write_summary(self, summary: Mapping[str, Any]) -> Path:
         return self._write_text(self.summary_path, _dump(summary))
+
+
+def read_model_card(path: Path) -> dict[str, Any]:
+    """A model card written by :meth:`RunDirectory.write_model_card`; :class:`ConfigError`
+    naming the file when it is not JSON or not a fedcrm card (a missing file: OSError)."""
+    try:
+        card = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not a valid model card ({exc})") from None
+    if not isinstance(card, dict) or card.get("format") != MODEL_CARD_FORMAT:
+        raise ConfigError(f"{path}: not a fedcrm model card (format != {MODEL_CARD_FORMAT})")
+    return card
 
 
 def _fmt(value: Any, digits: int = 4) -> str:

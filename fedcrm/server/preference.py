@@ -12,9 +12,9 @@ so the coordinator sees only the noisy sum of all stores (see ``docs/preference.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,29 +23,18 @@ import numpy as np
 from fedcrm.clients.store_agent import TrainingPlan, task_model
 from fedcrm.models.snapshot import FeatureSpec
 from fedcrm.models.vocabulary import CategoryVocabulary
+from fedcrm.privacy.egress import RANKING_METRICS
 from fedcrm.server.checkpoints import MODEL_CARD_FORMAT
 from fedcrm.server.run_config import FederationConfig
 
 __all__ = [
-    "RANKING_METRICS",
     "preference_card",
-    "preference_initial_model",
     "preference_summary",
     "preference_task_plan",
     "resolve_vocabulary",
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Store metric names (k-free on the wire) → summary names with the run's k.
-RANKING_METRICS: tuple[str, ...] = (
-    "recall",
-    "ndcg",
-    "precision",
-    "popularity_recall",
-    "own_history_recall",
-    "own_history_ndcg",
-)
 
 
 def resolve_vocabulary(config: FederationConfig) -> CategoryVocabulary | None:
@@ -62,34 +51,18 @@ def preference_task_plan(
     config: FederationConfig, spec: FeatureSpec, vocabulary: CategoryVocabulary
 ) -> TrainingPlan:
     """The churn plan's data settings with the preference task's model, rounds and ε."""
-    return TrainingPlan(
-        num_rounds=config.preference_plan_rounds,
-        local_epochs=config.local_epochs,
-        epsilon=config.preference_target_epsilon,
-        delta=config.delta,
-        model=config.model,
-        learning_rate=config.preference_learning_rate,
-        batch_size=config.batch_size,
-        clip_norm=config.clip_norm,
-        horizon_days=config.horizon_days,
-        eval_fraction=config.eval_fraction,
-        feature_spec=json.dumps(spec.to_dict(), sort_keys=True),
-        cutoff=config.cutoff,
+    from fedcrm.server.app import churn_plan
+
+    return replace(
+        churn_plan(config, spec),
         task="preference",
+        num_rounds=config.preference_plan_rounds,
+        epsilon=config.preference_target_epsilon,
+        learning_rate=config.preference_learning_rate,
         vocabulary=vocabulary.to_json(),
         embedding_dim=config.preference_dim,
         top_k=config.top_k,
     )
-
-
-def preference_initial_model(
-    config: FederationConfig, plan: TrainingPlan, n_inputs: int
-) -> tuple[list[str], list[np.ndarray]]:
-    import torch
-
-    torch.manual_seed(config.seed + 1)
-    state = task_model(plan, n_inputs).state_dict()
-    return list(state), [t.detach().cpu().numpy().astype(np.float32) for t in state.values()]
 
 
 def preference_card(
@@ -144,9 +117,9 @@ def preference_summary(
     history = result["history"]
     final = (history[-1].get("evaluate") if history else None) or {}
     block: dict[str, Any] = {"k": k}
-    for name in RANKING_METRICS:
-        value = final.get(f"{name}_at_k")
-        block[f"{name}_at_{k}"] = None if value is None else float(value)
+    for name in RANKING_METRICS:  # k-free on the wire, with the run's k in the summary
+        value = final.get(name)
+        block[name.replace("_at_k", f"_at_{k}")] = None if value is None else float(value)
     block.update(
         {
             "centralized_recall_at_" + str(k): None,  # set by the simulation harness
@@ -167,7 +140,7 @@ def preference_summary(
 
 
 def centralized_preference_baseline(
-    store_dirs: list[Any], plan: TrainingPlan, *, seed: int = 7
+    store_dirs: list[Any], plan: TrainingPlan, *, seed: int = 7, run_id: int | None = None
 ) -> dict[str, Any]:
     """Simulation-only, NON-PRIVATE reference: the preference model trained on every store's
     pooled training split (plain minibatch SGD, same epochs = rounds × local epochs, learning
@@ -182,27 +155,25 @@ def centralized_preference_baseline(
     from fedcrm.models.preference import MultiLabelLoss, predict_scores
     from fedcrm.models.ranking import ndcg_at_k, recall_at_k, top_k
     from fedcrm.models.vocabulary import SparseRows
+    from fedcrm.server.baselines import train_centralized
 
     began = time.perf_counter()
-    prepared = [_prepare(StoreSettings(store_dir=Path(d)), plan) for d in store_dirs]
+    prepared = [_prepare(StoreSettings(store_dir=Path(d)), plan, run_id) for d in store_dirs]
     x = np.concatenate([d.x_train for d in prepared])
     y = np.concatenate([d.y_train for d in prepared])
     x_eval = np.concatenate([d.x_eval for d in prepared])
     y_eval = np.concatenate([d.y_eval for d in prepared])
     torch.manual_seed(seed)
-    model = task_model(plan, int(x.shape[1]))
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    optimizer = torch.optim.SGD(model.parameters(), lr=plan.learning_rate)
-    criterion = MultiLabelLoss()
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(plan.num_rounds * plan.local_epochs):
-        order = torch.randperm(len(xt), generator=generator)
-        for start in range(0, len(xt), plan.batch_size):
-            idx = order[start : start + plan.batch_size]
-            optimizer.zero_grad()
-            criterion(model(xt[idx]), yt[idx]).backward()
-            optimizer.step()
+    model = train_centralized(
+        task_model(plan, int(x.shape[1])),
+        x,
+        y,
+        criterion=MultiLabelLoss(),
+        epochs=plan.num_rounds * plan.local_epochs,
+        learning_rate=plan.learning_rate,
+        batch_size=plan.batch_size,
+        seed=seed,
+    )
     judged = y_eval.sum(axis=1) > 0
     rows, cols = np.nonzero(y_eval[judged])
     truth = SparseRows.from_pairs(rows, cols, int(judged.sum()), y_eval.shape[1], binary=True)

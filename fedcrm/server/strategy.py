@@ -38,6 +38,8 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAdam, FedAvg, FedAvgM, Strategy
 
+from fedcrm.privacy.egress import RANKING_METRICS
+
 __all__ = [
     "AVERAGED_METRICS",
     "SERVER_OPTIMIZERS",
@@ -80,19 +82,7 @@ EventSink = Callable[[RoundEvent], None]
 
 
 #: Metrics averaged across stores (weighted by examples); others are not aggregated.
-AVERAGED_METRICS: frozenset[str] = frozenset(
-    {
-        "loss",
-        "auc",
-        "brier",
-        "recall_at_k",
-        "ndcg_at_k",
-        "precision_at_k",
-        "popularity_recall_at_k",
-        "own_history_recall_at_k",
-        "own_history_ndcg_at_k",
-    }
-)
+AVERAGED_METRICS: frozenset[str] = frozenset({"loss", "auc", "brier", *RANKING_METRICS})
 
 
 def weighted_metrics(results: Sequence[tuple[int, Mapping[str, Scalar]]]) -> dict[str, Scalar]:
