@@ -2,13 +2,13 @@
 
     python -m benchmarks.bench_demo [--rounds R]
 
-Runs ``fedcrm demo --fresh`` (generate the default chain, train across its 8 stores with
-DP-SGD under SecAgg+, the two baselines, score one store) in a subprocess in a temporary
-directory. The simulation engine runs every store in its own Ray worker process, so
-``ru_maxrss`` of one process says little: this samples, every 0.25 s, the summed resident
-memory (``VmRSS``) of every process in the demo's session (the CLI, Ray's daemons and workers)
-and reports the peak of that sum, which over-counts pages shared between processes. Writes
-``benchmarks/results/demo.json``.
+Runs ``fedcrm demo --fresh`` (generate the default chain, train the churn and then the
+preference model across its 8 stores with DP-SGD under SecAgg+, the baselines, score one
+store) in a subprocess in a temporary directory. The simulation engine runs every store in
+its own Ray worker process, so ``ru_maxrss`` of one process says little: this samples, every
+0.25 s, the summed resident memory (``VmRSS``) of every process in the demo's session (the
+CLI, Ray's daemons and workers) and reports the peak of that sum, which over-counts pages
+shared between processes. Writes ``benchmarks/results/demo.json``.
 """
 
 from __future__ import annotations
@@ -88,6 +88,11 @@ def run(rounds: int | None, workdir: Path) -> dict[str, object]:
         "federated_auc": churn.get("auc"),
         "centralized_auc": churn.get("centralized_auc"),
         "local_only_auc": churn.get("local_only_auc"),
+        "preference": {
+            key: value
+            for key, value in summary.get("preference", {}).items()
+            if key.endswith("_at_10") or key in ("skipped", "training_seconds", "categories")
+        },
         "max_store_epsilon": max(
             (s["epsilon"] for s in summary.get("privacy", {}).get("stores", {}).values()),
             default=None,
