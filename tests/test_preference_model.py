@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -247,5 +249,23 @@ def test_buy_again_scores_a_customers_own_categories_higher() -> None:
         model.again.weight.copy_(torch.tensor([2.0, 1.0]))
     share = torch.tensor([[0.0, 0.0, 0.75, 0.25, 0.0]])
     lift = model.again(share)[0]
-    # w · (share, bought): 2·0.75 + 1 for category 2, 2·0.25 + 1 for 3, nothing elsewhere
-    torch.testing.assert_close(lift, torch.tensor([0.0, 0.0, 2.5, 1.5, 0.0]))
+    # w · (log share, bought): 2·log 0.75 + 1 for category 2, 2·log 0.25 + 1 for 3, nothing
+    # for categories never bought
+    expected = torch.tensor([0.0, 0.0, 2 * math.log(0.75) + 1, 2 * math.log(0.25) + 1, 0.0])
+    torch.testing.assert_close(lift, expected)
+
+
+def test_untrained_model_ranks_own_categories_by_frequency_first() -> None:
+    # the public prior: before any training the ranking is the customer's own categories,
+    # most frequent first (then the rest), whatever the features say
+    model = build_preference_model(3, 8, dim=4)
+    features = torch.randn(2, 3)
+    share = torch.tensor(
+        [
+            [0.0, 0.0, 0.1, 0.0, 0.6, 0.0, 0.3, 0.0],
+            [0.0, 0.5, 0.0, 0.0, 0.0, 0.004, 0.0, 0.496],
+        ]
+    )
+    scores = predict_scores(model, torch.cat([features, share], dim=1).numpy())
+    np.testing.assert_array_equal(top_k(scores, 3)[0], [4, 6, 2])
+    np.testing.assert_array_equal(top_k(scores, 3)[1], [1, 7, 5])

@@ -150,3 +150,75 @@ def test_sparse_rows_from_pairs() -> None:
     np.testing.assert_array_equal(binary.to_dense(), np.minimum(expected, 1))
     with pytest.raises(ValueError, match="do not agree"):
         SparseRows(np.array([0, 2]), np.array([1]), np.array([1.0]), 3)
+
+
+# -- the shared taxonomy in a federation: rare and store-only categories ---------------------
+TAXONOMY = ("baby/diapers", "baby/infant_formula", "fresh/fruit", "pet/aquarium")
+
+
+def _store_transactions(categories: list[str]) -> pd.DataFrame:
+    n = len(categories)
+    return pd.DataFrame(
+        {
+            "transaction_id": [f"t{i}" for i in range(n)],
+            "customer_id": ["c1", "c2"] * (n // 2) + ["c1"] * (n % 2),
+            "timestamp": pd.to_datetime("2025-01-01") + pd.to_timedelta(range(n), unit="D"),
+            "amount": [10.0] * n,
+            "category": categories,
+        }
+    )
+
+
+def test_rare_category_has_the_same_column_at_every_store() -> None:
+    """A category only one store sells (here pet/aquarium) keeps its column everywhere: the
+    columns come from the taxonomy, never from what a store sells, so nothing in the plan or
+    in a store's matrix shape says which store sells it."""
+    from fedcrm.models.preference import category_history
+
+    vocabulary = CategoryVocabulary.from_categories(TAXONOMY)
+    ids = pd.Index(["c1", "c2"])
+    seller = _store_transactions(["pet/aquarium", "fresh/fruit", "pet/aquarium", "baby/diapers"])
+    other = _store_transactions(["fresh/fruit", "fresh/fruit"])
+    cutoff = pd.Timestamp("2026-01-01")
+    a = category_history(ids, seller, cutoff, vocabulary)
+    b = category_history(ids, other, cutoff, vocabulary)
+    assert a.shape == b.shape == (2, len(TAXONOMY) + 1)
+    column = vocabulary.tokens.index("pet/aquarium")
+    assert a.to_dense()[:, column].sum() == 2 and b.to_dense()[:, column].sum() == 0
+    # the vocabulary a store receives is the taxonomy alone: no counts, no store names
+    document = json.loads(vocabulary.to_json())
+    assert "count" not in json.dumps(document) and "store" not in json.dumps(document)
+    assert CategoryVocabulary.from_dict(document) == vocabulary
+
+
+def test_store_only_category_outside_the_taxonomy_is_unknown_and_never_recommended() -> None:
+    """A store's own category that the taxonomy lacks counts in the UNKNOWN column (so the
+    store's history totals stay right), is never a training target and never ranked."""
+    from fedcrm.clients.store_agent import _preference_data
+    from fedcrm.models.labels import preference_labels
+    from fedcrm.models.preference import category_history
+    from fedcrm.models.ranking import top_k
+
+    vocabulary = CategoryVocabulary.from_categories(TAXONOMY)
+    ids = pd.Index(["c1", "c2"])
+    local = "Local / Hairy Crab"  # sold at this store only, not in the chain's taxonomy
+    tx = _store_transactions([local, "fresh/fruit", local, local, "fresh/fruit", local])
+    cutoff = pd.Timestamp("2025-01-04")
+    history = category_history(ids, tx, cutoff, vocabulary)
+    assert history.to_dense()[0, 0] == 2  # c1's two hairy-crab lines, in UNKNOWN
+    labels = preference_labels(ids, tx, cutoff, 30, vocabulary, data_end="2025-03-01")
+    assert labels.to_dense()[:, 0].sum() > 0  # bought after the cutoff, as UNKNOWN
+
+    class _Labels:
+        preference = labels
+
+    class _Prepared:
+        pass
+
+    prepared = _Prepared()
+    prepared.history, prepared.labels = history, _Labels()  # type: ignore[attr-defined]
+    data = _preference_data(prepared, np.zeros((2, 1), np.float32), np.array([False, True]))
+    assert data.y_train[:, 0].sum() == 0 and data.y_eval[:, 0].sum() == 0  # never a target
+    scores = np.zeros((2, len(vocabulary)))
+    scores[:, 0] = 100.0  # even a model that loves UNKNOWN cannot recommend it
+    assert 0 not in top_k(scores, len(TAXONOMY))

@@ -82,19 +82,32 @@ def preference_inputs(features: np.ndarray, history: SparseRows) -> np.ndarray:
     return out
 
 
+#: Shares below this count as this (one line in ~1,000,000): keeps log(share) finite.
+_MIN_SHARE = 1e-6
+
+
 def _own_history(share: torch.Tensor) -> torch.Tensor:
-    """(B, V) shares → (B, V, 2): the share and whether the category was bought at all."""
-    return torch.stack((share, (share > 0).to(share.dtype)), dim=-1)
+    """(B, V) shares → (B, V, 2): ``bought_c · log(share_c)`` and ``bought_c`` (0 or 1).
+
+    The log: a customer's chance to buy c again grows with the *ratio* of their shares (a
+    category bought 10x as often is ~10x as likely to be in the next basket), which a weight
+    on the raw share cannot express across light and heavy buyers (measured: the log form
+    lifts the federated DP recall@10 on the demo chain from 0.50 to 0.53, docs/preference.md).
+    """
+    bought = (share > 0).to(share.dtype)
+    return torch.stack((torch.log(share.clamp(min=_MIN_SHARE)) * bought, bought), dim=-1)
 
 
 class BuyAgain(nn.Module):
-    """``logit_c = w · (share_c, bought_c)``, the same two weights ``w`` for every category."""
+    """``logit_c = w · (bought_c · log share_c, bought_c)``, the same two weights ``w`` for
+    every category."""
 
     def __init__(self) -> None:
         super().__init__()
-        # a public prior, not fitted: a category the customer bought before scores e^4 (plus
-        # e^2 per unit of share) higher than one they did not; training moves it from there
-        self.weight = nn.Parameter(torch.tensor([2.0, 4.0]))
+        # a public prior, not fitted: the customer's own frequency order (slope 1 in log
+        # share), and a bought category outranks a never-bought one unless its share is below
+        # e^-6 (0.25%); training moves both from there
+        self.weight = nn.Parameter(torch.tensor([1.0, 6.0]))
 
     def forward(self, share: torch.Tensor) -> torch.Tensor:
         return _own_history(share) @ self.weight
@@ -104,7 +117,7 @@ class BuyAgain(nn.Module):
 def _buy_again_grad_sample(
     layer: BuyAgain, activations: list[torch.Tensor], backprops: torch.Tensor
 ) -> dict[nn.Parameter, torch.Tensor]:
-    """Per-customer gradient of ``w``: Σ_c ∂loss/∂logit_c · (share_c, bought_c), shape (B, 2)."""
+    """Per-customer gradient of ``w``: Σ_c ∂loss/∂logit_c · features_c, shape (B, 2)."""
     return {layer.weight: torch.einsum("bv,bvk->bk", backprops, _own_history(activations[0]))}
 
 
@@ -114,12 +127,14 @@ class PreferenceModel(nn.Module):
     - **taste**: ``(F + V)`` → ``dim`` (LayerNorm, ReLU) → V; the output layer's rows are the
       shared category embeddings, its bias the category's base rate;
     - **buy again**: for each category c, a linear function of the customer's own history
-      of c (its share and whether it was bought at all), with the **same two weights for every
-      category** — so a customer who keeps buying c scores high on c, which a ``dim``-wide
+      of c (the log of its share, and whether it was bought at all), with the **same two
+      weights for every category** — so a customer who keeps buying c scores high on c, which a ``dim``-wide
       bottleneck cannot express for thousands of categories (:class:`BuyAgain`, with its own
       per-sample gradient for Opacus: two numbers per customer).
 
-    The output bias starts at ``-log(V)`` (a fixed prior of ~1 category per customer).
+    The output bias starts at ``-log(V)`` (a fixed prior of ~1 category per customer) and the
+    output weights at zero: before training, the model ranks a customer's own categories by
+    frequency, like the "buy again" baseline, and the rest by index.
     """
 
     def __init__(self, n_features: int, n_categories: int, dim: int = 32) -> None:
@@ -138,8 +153,10 @@ class PreferenceModel(nn.Module):
         self.output = nn.Linear(dim, n_categories)  # rows: the category embeddings
         self.again = BuyAgain()
         # a public prior, not fitted: about one category bought per row at the start, so the
-        # first (clipped, noised) steps are not spent pulling V logits down from 0
+        # first (clipped, noised) steps are not spent pulling V logits down from 0; the taste
+        # path starts silent, so the untrained model ranks by the customer's own history
         nn.init.constant_(self.output.bias, -math.log(n_categories))
+        nn.init.zeros_(self.output.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         taste = self.output(torch.relu(self.norm(self.encoder(x))))

@@ -101,25 +101,31 @@ def train_centralized(
     learning_rate: float,
     batch_size: int,
     seed: int,
+    optimizer: str = "sgd",
 ) -> Any:
-    """Plain (non-private) minibatch SGD of ``model`` on pooled rows; returns it trained.
+    """Plain (non-private) minibatch training of ``model`` on pooled rows; returns it trained.
 
-    ``criterion(logits, y)``: 1-logit models' logits are flattened to ``y``'s shape.
+    ``optimizer``: ``"sgd"`` or ``"adam"``. ``criterion(logits, y)``: 1-logit models' logits
+    are flattened to ``y``'s shape.
     """
     import torch
 
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     yt = torch.from_numpy(np.asarray(y, dtype=np.float32))
-    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
+    from fedcrm.privacy.dp_sgd import OPTIMIZERS
+
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)} (got {optimizer!r})")
+    step = OPTIMIZERS[optimizer](model.parameters(), lr=learning_rate)
     generator = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(epochs):
         order = torch.randperm(len(xt), generator=generator)
         for start in range(0, len(xt), batch_size):
             idx = order[start : start + batch_size]
-            optimizer.zero_grad()
+            step.zero_grad()
             criterion(model(xt[idx]).reshape(yt[idx].shape), yt[idx]).backward()
-            optimizer.step()
+            step.step()
     model.eval()
     return model
 

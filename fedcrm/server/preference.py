@@ -36,6 +36,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: Adam's step size for the non-private centralized reference (not a DP setting).
+CENTRALIZED_LEARNING_RATE = 3e-3
+
 
 def resolve_vocabulary(config: FederationConfig) -> CategoryVocabulary | None:
     """The chain's category taxonomy as the shared vocabulary, or None when it has none."""
@@ -143,8 +146,12 @@ def centralized_preference_baseline(
     store_dirs: list[Any], plan: TrainingPlan, *, seed: int = 7, run_id: int | None = None
 ) -> dict[str, Any]:
     """Simulation-only, NON-PRIVATE reference: the preference model trained on every store's
-    pooled training split (plain minibatch SGD, same epochs = rounds × local epochs, learning
-    rate and batch size) and ranked on the pooled held-out customers. Never touches a ledger.
+    pooled training split and ranked on the pooled held-out customers. Never touches a ledger.
+
+    Trained with Adam (:data:`CENTRALIZED_LEARNING_RATE`, epochs = rounds × local epochs, the
+    plan's batch size): plain SGD at the DP learning rate leaves this model undertrained
+    (recall@10 0.52 against 0.56 with Adam on the demo chain), which would flatter the
+    federated model's "within 10% of centralized".
     """
     import time
     from pathlib import Path
@@ -170,9 +177,10 @@ def centralized_preference_baseline(
         y,
         criterion=MultiLabelLoss(),
         epochs=plan.num_rounds * plan.local_epochs,
-        learning_rate=plan.learning_rate,
+        learning_rate=CENTRALIZED_LEARNING_RATE,
         batch_size=plan.batch_size,
         seed=seed,
+        optimizer="adam",
     )
     judged = y_eval.sum(axis=1) > 0
     rows, cols = np.nonzero(y_eval[judged])
