@@ -128,8 +128,8 @@ class PreferenceModel(nn.Module):
       shared category embeddings, its bias the category's base rate;
     - **buy again**: for each category c, a linear function of the customer's own history
       of c (the log of its share, and whether it was bought at all), with the **same two
-      weights for every category** — so a customer who keeps buying c scores high on c, which a ``dim``-wide
-      bottleneck cannot express for thousands of categories (:class:`BuyAgain`, with its own
+      weights for every category** — so a customer who keeps buying c scores high on c,
+      which a ``dim``-wide bottleneck cannot express for thousands of categories (:class:`BuyAgain`, with its own
       per-sample gradient for Opacus: two numbers per customer).
 
     The output bias starts at ``-log(V)`` (a fixed prior of ~1 category per customer) and the
