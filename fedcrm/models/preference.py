@@ -129,8 +129,9 @@ class PreferenceModel(nn.Module):
     - **buy again**: for each category c, a linear function of the customer's own history
       of c (the log of its share, and whether it was bought at all), with the **same two
       weights for every category** — so a customer who keeps buying c scores high on c,
-      which a ``dim``-wide bottleneck cannot express for thousands of categories (:class:`BuyAgain`, with its own
-      per-sample gradient for Opacus: two numbers per customer).
+      which a ``dim``-wide bottleneck cannot express for thousands of categories
+      (:class:`BuyAgain`, with its own per-sample gradient for Opacus: two numbers per
+      customer).
 
     The output bias starts at ``-log(V)`` (a fixed prior of ~1 category per customer) and the
     output weights at zero: before training, the model ranks a customer's own categories by
