@@ -38,6 +38,11 @@ with the sections below (every key optional)::
     dim = 32                   # embedding width
     top_k = 10                 # k of recall/NDCG/precision@k and of recommendations
 
+    [analytics]                # federated DP queries (fedcrm analytics; demo after training)
+    queries = []               # names, e.g. ["lifecycle_funnel"]; [] runs none after training
+    epsilon = 1.0              # ε per query per store (spent from the analytics share)
+    k = 20                     # cells whose noisy total is below k are suppressed
+
 Unknown keys are errors (a typo must not silently fall back to a default).
 """
 
@@ -83,6 +88,12 @@ class PreferenceSection(_Section):
     top_k: int = Field(10, ge=1, le=1000)
 
 
+class AnalyticsSection(_Section):
+    queries: list[str] = []
+    epsilon: float = Field(1.0, gt=0, le=100)
+    k: int = Field(20, ge=0)
+
+
 class TrainingSection(_Section):
     rounds: int = Field(20, ge=1, le=1000)
     local_epochs: int = Field(1, ge=1, le=100)
@@ -107,6 +118,7 @@ class RunConfig(_Section):
     training: TrainingSection = TrainingSection()
     server: ServerSection = ServerSection()
     preference: PreferenceSection = PreferenceSection()
+    analytics: AnalyticsSection = AnalyticsSection()
 
     def to_flower_run_config(self) -> dict[str, bool | int | float | str]:
         """The Flower ``run_config`` (kebab-case keys) the ServerApp and ClientApp read."""
@@ -136,6 +148,9 @@ class RunConfig(_Section):
             "budget-share-churn": self.privacy.share_churn,
             "budget-share-preference": self.privacy.share_preference,
             "budget-share-analytics": self.privacy.share_analytics,
+            "analytics-queries": ",".join(self.analytics.queries),
+            "analytics-epsilon": self.analytics.epsilon,
+            "analytics-k": self.analytics.k,
         }
 
 

@@ -269,3 +269,70 @@ def _phase(on_phase: Callable[[str], object] | None, text: str) -> None:
         on_phase(text)
     except Exception:  # a progress display must never stop the run
         logger.warning("on_phase failed", exc_info=True)
+
+
+def run_analytics_queries(
+    out_dir: Path,
+    data_dir: Path,
+    num_stores: int | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    cpus_per_store: float = 1.0,
+    verbose: bool = False,
+    tap: Callable[[Any], object] | None = None,
+) -> dict[str, Any]:
+    """Run ``analytics-queries`` across the stores of ``data_dir`` (simulation engine).
+
+    Each query's ``<query>.csv / .json / .png`` and ``analytics.json`` (what was released,
+    refused or voided) are written to ``out_dir``; returns ``analytics.json``'s content.
+    ``tap(message)`` sees every reply that reaches the coordinator.
+    """
+    from flwr.simulation import run_simulation
+
+    from fedcrm.clients.app import build_client_app
+    from fedcrm.server.app import build_server_app
+
+    stores = discover_stores(Path(data_dir))
+    n = len(stores) if num_stores is None else num_stores
+    if not 1 <= n <= len(stores):
+        raise ConfigError(f"num_stores must be 1..{len(stores)} for {data_dir} (got {n})")
+    run_config = {
+        **dict(overrides or {}),
+        "mode": "analytics",
+        "run-dir": str(Path(out_dir).resolve()),
+        "data-dir": str(Path(data_dir).resolve()),
+        "expected-stores": n,
+    }
+    config = FederationConfig.from_run_config(run_config)  # fail before Ray starts
+    if config.min_stores > n:
+        raise ConfigError(f"min-stores={config.min_stores} but only {n} stores take part")
+    summary_path = config.run_path / "analytics.json"
+    summary_path.unlink(missing_ok=True)  # a stale summary must not pass for this run's
+    backend_config: dict[str, Any] = {
+        "client_resources": {"num_cpus": cpus_per_store, "num_gpus": 0.0},
+        "init_args": {
+            "num_cpus": os.cpu_count() or 1,
+            "include_dashboard": False,
+            "log_to_driver": verbose,
+        },
+    }
+    stop = threading.Event()
+    flower = logging.getLogger("flwr")
+    flower_level = flower.level
+    if not verbose:
+        flower.setLevel(max(flower_level, logging.WARNING))
+    try:
+        run_simulation(
+            server_app=build_server_app(run_config, stop=stop, tap=tap),
+            client_app=build_client_app(run_config),
+            num_supernodes=n,
+            backend_config=backend_config,
+            verbose_logging=verbose,
+        )
+    finally:
+        stop.set()
+        flower.setLevel(flower_level)
+    if not summary_path.is_file():
+        raise ConfigError(f"{config.run_path}: no analytics.json; the analytics run did not finish")
+    result: dict[str, Any] = json.loads(summary_path.read_text(encoding="utf-8"))
+    return result

@@ -4,6 +4,7 @@ Domain errors (:class:`fedcrm.errors.FedcrmError`) become one-line messages and 
 exit code here; nothing below this package prints.
 """
 
+from fedcrm.cli import analytics_commands as _analytics_commands  # noqa: F401 - registers analytics
 from fedcrm.cli import data_commands as _data_commands  # noqa: F401 - registers generate/validate/import
 from fedcrm.cli import pipeline_commands as _pipeline_commands  # noqa: F401 - registers prepare/demo
 from fedcrm.cli import scoring_commands as _scoring_commands  # noqa: F401 - registers score

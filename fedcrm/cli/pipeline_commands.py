@@ -212,6 +212,10 @@ def _print_demo(result: FederationResult, store: str, scoring: dict[str, Any]) -
             f"{_number(s.get('lifetime_spent'), 2)} / {_number(s.get('lifetime_budget'), 2)}",
         )
     out_console.print(eps)
+    for outcome in (summary.get("analytics") or {}).values():
+        from fedcrm.cli.analytics_commands import print_release
+
+        print_release(Path(outcome["json"]))
     actions = Table(title=f"Local scoring of {store} (counts only)")
     actions.add_column("action")
     actions.add_column("customers", justify="right")

@@ -6,7 +6,11 @@ Handlers (logic in :mod:`fedcrm.clients.store_agent`):
   check → DP-SGD → ledger record; replies with the update as a delta and its weight;
 - ``evaluate`` — loss, AUC and Brier score of the global model on the store's held-out split;
 - ``query.privacy_budget`` — how many planned rounds the store's lifetime budget allows;
-- ``query.privacy_report`` — this run's achieved ε and the ledger's lifetime numbers.
+- ``query.privacy_report`` — this run's achieved ε and the ledger's lifetime numbers;
+- ``query.analytics_budget`` — whether an analytics query fits the store's ledger (numbers);
+- ``train`` carrying a query plan instead of a training plan — the store's noisy answer to
+  an analytics query (:mod:`fedcrm.clients.analytics_agent`), sent as the reply's array so
+  that SecAgg+ masks it like a model update.
 
 Mods, first = outermost::
 
@@ -40,13 +44,15 @@ from flwr.common.constant import ErrorCode
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.compat.common import recorddict_compat as compat
 
+from fedcrm.analytics.plan import QueryPlan
 from fedcrm.clients.store_agent import TrainingPlan, agent_for, store_settings
 from fedcrm.privacy.egress import EgressGuard
 
-__all__ = ["BUDGET_QUERY", "REPORT_QUERY", "app", "build_client_app"]
+__all__ = ["ANALYTICS_BUDGET_QUERY", "BUDGET_QUERY", "REPORT_QUERY", "app", "build_client_app"]
 
 BUDGET_QUERY = f"{MessageType.QUERY}.privacy_budget"
 REPORT_QUERY = f"{MessageType.QUERY}.privacy_report"
+ANALYTICS_BUDGET_QUERY = f"{MessageType.QUERY}.analytics_budget"
 _OK = Status(Code.OK, "Success")
 
 Handler = Callable[[Message, Context], Message]
@@ -87,6 +93,8 @@ def build_client_app(defaults: Mapping[str, Any] | None = None) -> ClientApp:
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
+        if QueryPlan.is_query(fitins.config):
+            return _answer(msg, fitins.config, context)
         plan = TrainingPlan.from_config(fitins.config)
         agent = agent_for(context, plan, baked)
         outcome = agent.fit(
@@ -112,6 +120,26 @@ def build_client_app(defaults: Mapping[str, Any] | None = None) -> ClientApp:
             **agent_for(context, plan, baked).budget_answer().as_metrics()
         }
         return Message(RecordDict({"budget": MetricRecord(answer)}), reply_to=msg)
+
+    def _answer(msg: Message, config: Mapping[str, Any], context: Context) -> Message:
+        from fedcrm.clients.analytics_agent import answer_query
+
+        plan = QueryPlan.from_config(config)
+        settings = store_settings(context, baked)
+        answer = answer_query(settings, plan, int(context.run_id), int(config["server-round"]))
+        # weight 1 for every store: SecAgg+ then returns the mean, which the coordinator
+        # multiplies by the number of stores (max_weight = 1 makes the sum exact)
+        metrics: dict[str, Scalar] = {**answer.metrics}
+        fitres = FitRes(_OK, ndarrays_to_parameters([answer.values]), 1, metrics)
+        return Message(compat.fitres_to_recorddict(fitres, keep_input=False), reply_to=msg)
+
+    @app.query("analytics_budget")
+    def analytics_budget(msg: Message, context: Context) -> Message:
+        from fedcrm.clients.analytics_agent import analytics_budget as budget
+
+        plan = QueryPlan.from_config(msg.content.config_records["query"])
+        answer = budget(store_settings(context, baked), plan, int(context.run_id))
+        return Message(RecordDict({"budget": MetricRecord(dict(answer))}), reply_to=msg)
 
     @app.query("privacy_report")
     def privacy_report(msg: Message, context: Context) -> Message:

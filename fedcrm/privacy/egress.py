@@ -106,6 +106,10 @@ ALLOWED_METRICS: frozenset[str] = frozenset(
         "cap_churn",
         "cap_preference",
         "cap_analytics",
+        # an analytics answer's noise and budget decision
+        "allowed",
+        "noise_scale",
+        "l2_sensitivity",
         *RANKING_METRICS,
     }
 )

@@ -95,8 +95,14 @@ class _StoppableGrid(Grid):
     replies after the simulation engine has crashed; this ends it promptly instead.
     """
 
-    def __init__(self, grid: Grid, stop: threading.Event, poll: float = 0.1) -> None:
-        self._grid, self._stop, self._poll = grid, stop, poll
+    def __init__(
+        self,
+        grid: Grid,
+        stop: threading.Event,
+        poll: float = 0.1,
+        tap: Callable[[Message], object] | None = None,
+    ) -> None:
+        self._grid, self._stop, self._poll, self._tap = grid, stop, poll, tap
 
     def set_run(self, run: Any) -> None:
         self._grid.set_run(run)
@@ -118,7 +124,11 @@ class _StoppableGrid(Grid):
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         self._check()
-        return self._grid.pull_messages(message_ids)
+        replies = list(self._grid.pull_messages(message_ids))
+        if self._tap is not None:
+            for reply in replies:  # what reached the coordinator, exactly as it arrived
+                self._tap(reply)
+        return replies
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
@@ -505,7 +515,33 @@ class _Coordinator:
             "preference": self.train_preference(nodes),
             "training_seconds": round(time.perf_counter() - began, 3),
         }
+        if config.analytics_query_names:
+            summary["analytics"] = self.analytics(nodes, self.run.root / "analytics")
         self.run.write_summary(summary)
+        return summary
+
+    def analytics(self, nodes: list[int], out_dir: Any) -> dict[str, Any]:
+        """The run's analytics queries (after any training), written to ``out_dir``."""
+        from fedcrm.server.analytics import run_analytics
+
+        return run_analytics(self.config, self.grid, self.context, nodes, out_dir)
+
+    def run_analytics_only(self) -> dict[str, Any]:
+        """``mode = analytics``: the queries alone; ``RUN/analytics.json`` sums them up."""
+        import json as _json
+
+        began = time.perf_counter()
+        nodes = _wait_for_nodes(self.grid, self.config.stores_to_wait_for, self.config.node_timeout)
+        out = self.config.run_path
+        out.mkdir(parents=True, exist_ok=True)
+        summary = {
+            "run_id": int(self.context.run_id),
+            "queries": self.analytics(nodes, out),
+            "wall_seconds": round(time.perf_counter() - began, 3),
+        }
+        (out / "analytics.json").write_text(
+            _json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
         return summary
 
     def train_preference(self, nodes: list[int]) -> dict[str, Any]:
@@ -612,12 +648,15 @@ def build_server_app(
     *,
     stop: threading.Event | None = None,
     on_round: RoundCallback | None = None,
+    tap: Callable[[Message], object] | None = None,
 ) -> ServerApp:
     """The coordinator; ``defaults`` are overridden by the run's own run_config.
 
     Setting ``stop`` makes the coordinator give up waiting (:class:`FederationAborted`).
     ``on_round(round, total_rounds, record)`` is called after each round's federated
     evaluation (in the ServerApp's thread); an exception in it is logged and ignored.
+    ``tap(message)`` sees every reply the coordinator receives, as received (an observation
+    point for audits and tests of what crosses the boundary).
     """
     baked = dict(defaults or {})
     server_app = ServerApp()
@@ -625,9 +664,14 @@ def build_server_app(
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
         config = FederationConfig.from_run_config({**baked, **dict(context.run_config)})
-        if stop is not None:
-            grid = _StoppableGrid(grid, stop)
-        summary = _Coordinator(config, grid, context, on_round).run_all()
+        if stop is not None or tap is not None:
+            grid = _StoppableGrid(grid, stop or threading.Event(), tap=tap)
+        coordinator = _Coordinator(config, grid, context, on_round)
+        if config.mode == "analytics":
+            coordinator.run_analytics_only()
+            logger.info("analytics finished: %s", config.run_path)
+            return
+        summary = coordinator.run_all()
         logger.info("federation finished: %s", config.run_path)
         final_auc = summary["final"].get("auc")
         logger.info("final federated AUC: %s", final_auc)

@@ -69,6 +69,8 @@ __all__ = ["MODEL_NAMES", "SERVER_OPTIMIZERS", "FederationConfig"]
 
 MODEL_NAMES: tuple[str, ...] = ("logistic", "mlp")
 SERVER_OPTIMIZERS: tuple[str, ...] = ("fedavg", "fedavgm", "fedadam")
+#: "train": the models (then any analytics-queries); "analytics": the queries only.
+RUN_MODES: tuple[str, ...] = ("train", "analytics")
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,10 @@ class FederationConfig:
     share_churn: float = field(default=0.5, metadata={"key": "budget-share-churn"})
     share_preference: float = field(default=0.3, metadata={"key": "budget-share-preference"})
     share_analytics: float = field(default=0.2, metadata={"key": "budget-share-analytics"})
+    mode: str = field(default="train", metadata={"key": "mode"})
+    analytics_queries: str = field(default="", metadata={"key": "analytics-queries"})
+    analytics_epsilon: float = field(default=1.0, metadata={"key": "analytics-epsilon"})
+    analytics_k: int = field(default=20, metadata={"key": "analytics-k"})
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -142,6 +148,22 @@ class FederationConfig:
             raise ConfigError("preference-rounds and preference-epsilon must be >= 0 (0: as churn)")
         if not (math.isfinite(self.preference_learning_rate) and self.preference_learning_rate > 0):
             raise ConfigError("preference-learning-rate must be a finite number > 0")
+        if self.mode not in RUN_MODES:
+            raise ConfigError(f"mode must be one of {RUN_MODES} (got {self.mode!r})")
+        if not (math.isfinite(self.analytics_epsilon) and self.analytics_epsilon > 0):
+            raise ConfigError("analytics-epsilon must be a finite number > 0")
+        if self.analytics_k < 0:
+            raise ConfigError(f"analytics-k must be >= 0 (got {self.analytics_k})")
+        if self.analytics_queries:
+            from fedcrm.analytics.queries import QUERY_NAMES
+
+            unknown = [q for q in self.analytics_query_names if q not in QUERY_NAMES]
+            if unknown:
+                raise ConfigError(
+                    f"unknown analytics queries {unknown}; valid: {', '.join(QUERY_NAMES)}"
+                )
+        if self.mode == "analytics" and not self.analytics_queries:
+            raise ConfigError("mode = analytics needs analytics-queries (comma-separated)")
         from fedcrm.privacy.ledger import BudgetSplit
 
         BudgetSplit(self.share_churn, self.share_preference, self.share_analytics)  # checks
@@ -192,6 +214,11 @@ class FederationConfig:
     def to_run_config(self) -> dict[str, bool | int | float | str]:
         """The flat kebab-case mapping (all keys), e.g. for ``--run-config`` or the apps."""
         return {f.metadata["key"]: getattr(self, f.name) for f in fields(self)}
+
+    @property
+    def analytics_query_names(self) -> list[str]:
+        """``analytics-queries`` as a list (comma-separated, blanks ignored)."""
+        return [q.strip() for q in self.analytics_queries.split(",") if q.strip()]
 
     @property
     def run_path(self) -> Path:

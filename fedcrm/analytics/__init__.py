@@ -1,0 +1,1 @@
+"""Federated analytics: DP queries answered by stores, summed under secure aggregation."""
