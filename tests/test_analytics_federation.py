@@ -98,9 +98,13 @@ def test_released_totals_are_the_exact_sum_and_no_single_answer_reaches_the_coor
         vectors = _store_vectors(chain, name)
         total = np.sum(vectors, axis=0)
         released = [c["count"] for c in document["cells"]]
-        # k = 0: every cell with a non-negative total is released, exactly the stores' sum
+        # k = 0: released iff the total reaches the noise floor (3 noise stds), and then it
+        # is exactly the stores' sum
+        floor = 3 * document["noise_std_total"]
+        assert document["threshold"] == pytest.approx(floor)
+        assert any(c is not None for c in released)
         for got, want in zip(released, total, strict=True):
-            assert got == (int(want) if want >= 0 else None)
+            assert got == (int(want) if want >= floor else None)
         assert document["secure_aggregation"] is True
         # the noise each store declared is the one its plan calls for
         for numbers in document["stores"].values():
@@ -179,6 +183,11 @@ def test_small_cells_are_suppressed_after_noise(tmp_path: Path) -> None:
     result = release(query, totals, k=20, epsilon=1.0, stores=stores, secure_aggregation=True)
     assert result.released.tolist() == [True, False, False, True, True]
     assert result.noise_std == pytest.approx(5.0)
+    # with more noise the floor (3 noise stds) rises above k: 20 is then noise-level
+    noisy = {"a": {"noise_scale": 8.0}, "b": {"noise_scale": 6.0}}  # std 10 → floor 30
+    loud = release(query, totals, k=20, epsilon=1.0, stores=noisy, secure_aggregation=True)
+    assert loud.threshold == pytest.approx(30.0)
+    assert loud.released.tolist() == [True, False, False, False, True]
     paths = write_release(result, tmp_path)
     document = json.loads(paths["json"].read_text(encoding="utf-8"))
     assert [c["count"] for c in document["cells"]] == [500, None, None, 20, 1000]

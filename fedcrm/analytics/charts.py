@@ -32,7 +32,7 @@ def _figure(width: float = 8.0, height: float = 4.8) -> tuple[Any, Any]:
 def _subtitle(result: Any) -> str:
     return (
         f"noisy totals of {len(result.stores)} stores · ε = {result.epsilon:g} per store · "
-        f"noise std ≈ {result.noise_std:.1f} · cells below k = {result.k} suppressed"
+        f"noise std ≈ {result.noise_std:.1f} · cells below {result.threshold:.0f} suppressed"
     )
 
 
@@ -64,7 +64,8 @@ def _draw_pairs(ax: Any, table: pd.DataFrame, result: Any) -> None:
         ax.set_axis_off()
         return
     dims = [d for d in result.query.dimensions if d in rows.columns and d != "kind"]
-    labels = [" → ".join(str(r[d]) for d in dims if str(r[d])) for _, r in rows.iterrows()]
+    joiner = " → " if "confidence" in rows.columns else " + "  # ordered vs unordered pairs
+    labels = [joiner.join(str(r[d]) for d in dims if str(r[d])) for _, r in rows.iterrows()]
     y = np.arange(len(rows))[::-1]
     ax.barh(y, rows["lift"].to_numpy(), color="#3b6ea5")
     ax.axvline(1.0, color="#aa3333", linewidth=1, linestyle="--", label="lift = 1 (independent)")
@@ -76,7 +77,12 @@ def _draw_pairs(ax: Any, table: pd.DataFrame, result: Any) -> None:
 def _draw_retention(ax: Any, table: pd.DataFrame, result: Any) -> None:
     dims = result.query.dimensions
     cohort, month = dims[0], dims[1]
-    for name, rows in table.groupby(cohort, sort=True):
+
+    def order(name: object) -> tuple[int, str]:
+        text = str(name)  # "T-12" … "T-1" oldest first, or "YYYY-MM"
+        return (-int(text[2:]), text) if text.startswith("T-") else (0, text)
+
+    for name, rows in sorted(table.groupby(cohort), key=lambda item: order(item[0])):
         rows = rows.dropna(subset=["retention"])
         if len(rows) > 1:
             ax.plot(rows[month].astype(int), rows["retention"] * 100, marker="o", markersize=3,
@@ -129,12 +135,56 @@ def _draw_grouped(ax: Any, table: pd.DataFrame, result: Any) -> None:
     ax.legend(title=member.replace("_", " "), fontsize=8)
 
 
+def _draw_rates(ax: Any, table: pd.DataFrame) -> None:
+    """Churn rate per segment: stages on the x axis, one bar per value tier."""
+    stages = list(dict.fromkeys(table["stage"]))
+    tiers = list(dict.fromkeys(table["value_tier"]))
+    width = 0.8 / max(1, len(tiers))
+    for j, tier in enumerate(tiers):
+        rows = table[table["value_tier"] == tier].set_index("stage").reindex(stages)
+        heights = rows["rate"].to_numpy(dtype=float) * 100
+        x = np.arange(len(stages)) + j * width
+        ax.bar(x, np.nan_to_num(heights), width, label=f"{tier} value")
+        for xi, h in zip(x, heights, strict=True):
+            if np.isnan(h):
+                ax.text(xi, 1, "–", ha="center", va="bottom", fontsize=8, color="#666666")
+    ax.set_xticks(np.arange(len(stages)) + 0.4 - width / 2, stages)
+    ax.set_xlabel("lifecycle stage at the cutoff")
+    ax.set_ylabel("churned within the horizon (% of segment)")
+    ax.legend(title="RFM value tier", fontsize=8)
+
+
+def _draw_shares(ax: Any, table: pd.DataFrame, result: Any, top: int = 25) -> None:
+    """Share of customers per cell (denominator row left out), largest first."""
+    dim = result.query.dimensions[0]
+    rows = table.dropna(subset=["share"]).sort_values("share", ascending=False).head(top)
+    y = np.arange(len(rows))[::-1]
+    ax.barh(y, rows["share"].to_numpy(dtype=float) * 100, color="#3b6ea5")
+    ax.set_yticks(y, [str(v) for v in rows[dim]], fontsize=8)
+    ax.set_xlabel(f"% of {result.query.unit}")
+    ax.set_ylabel(dim.replace("_", " "))
+    hidden = int(table["share"].isna().sum()) - 1
+    if hidden > 0 or len(table.dropna(subset=["share"])) > top:
+        note = f"top {len(rows)} shown; {max(hidden, 0)} suppressed"
+        ax.text(0.99, 0.01, note, transform=ax.transAxes, ha="right", va="bottom",
+                fontsize=7, color="#666666")  # fmt: skip
+
+
 def draw_release(result: Any, path: Path) -> None:
     """Draw ``result`` (an :class:`~fedcrm.analytics.release.AnalyticsRelease`) to ``path``."""
     q, table = result.query, result.table
     fig, ax = _figure()
     if "lift" in table.columns:
         _draw_pairs(ax, table, result)
+    elif "rate" in table.columns and {"stage", "value_tier"} <= set(table.columns):
+        _draw_rates(ax, table)
+    elif (
+        len(q.dimensions) == 1
+        and "share" in table.columns
+        and table["share"].isna().iloc[0]
+        and not table["suppressed"].iloc[0]
+    ):  # the first cell is the denominator (customers): shares are the point
+        _draw_shares(ax, table, result)
     elif "retention" in table.columns:
         _draw_retention(ax, table, result)
     elif q.chart == "heatmap" and len(q.dimensions) == 2:

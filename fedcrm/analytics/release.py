@@ -1,7 +1,8 @@
 """From the chain-wide noisy totals to what headquarters sees: suppression, tables, files.
 
 Post-processing only (it cannot weaken the stores' DP guarantee): cells whose noisy total is
-below ``k`` are suppressed *after* noise, derived values (shares, rates, lift, retention) come
+below ``max(k, 3 × the noise std)`` are suppressed *after* noise (the floor keeps a cell that
+is noise alone from being released as a count), derived values (shares, rates, lift, retention) come
 from released cells only, and the files say how the numbers were made: ε and δ per store,
 the noise per store and in the total, k, which cells were suppressed, and whether the totals
 were summed under secure aggregation.
@@ -25,10 +26,21 @@ import pandas as pd
 
 from fedcrm.data.atomic import atomic_file
 
-__all__ = ["RELEASE_FORMAT", "AnalyticsRelease", "refusal_document", "release", "write_release"]
+__all__ = [
+    "NOISE_FLOOR_STDS",
+    "RELEASE_FORMAT",
+    "AnalyticsRelease",
+    "refusal_document",
+    "release",
+    "suppression_threshold",
+    "write_release",
+]
 
 RELEASE_FORMAT = "fedcrm-analytics-release"
 _VERSION = 1
+#: A cell is released only if its noisy total is at least this many noise standard deviations
+#: (as well as at least k): below it, a "count" may be noise alone (3σ: 0.13% of empty cells).
+NOISE_FLOOR_STDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,11 @@ class AnalyticsRelease:
     def noise_std(self) -> float:
         """Standard deviation of the noise in each total: √(Σ σ_store²)."""
         return math.sqrt(sum(float(s["noise_scale"]) ** 2 for s in self.stores.values()))
+
+    @property
+    def threshold(self) -> float:
+        """The suppression threshold applied: max(k, NOISE_FLOOR_STDS · noise std)."""
+        return suppression_threshold(self.k, self.noise_std)
 
     @property
     def suppressed_cells(self) -> list[dict[str, str]]:
@@ -86,6 +103,8 @@ class AnalyticsRelease:
             "l2_sensitivity": float(q.l2_sensitivity),
             "epsilon_per_store": self.epsilon,
             "k": self.k,
+            "noise_floor_stds": NOISE_FLOOR_STDS,
+            "threshold": self.threshold,
             "noise_std_total": self.noise_std,
             "stores": {name: dict(numbers) for name, numbers in self.stores.items()},
             "cells": cells,
@@ -103,15 +122,21 @@ def release(
     stores: Mapping[str, Mapping[str, float]],
     secure_aggregation: bool,
 ) -> AnalyticsRelease:
-    """Suppress cells whose noisy total is below ``k`` and build the query's table."""
+    """Suppress cells whose noisy total is below max(k, 3 noise stds); build the table."""
     values = np.asarray(totals, dtype=np.float64)
     if values.shape != (len(query.cells),):
         raise ValueError(f"{len(query.cells)} cells but {values.shape} totals")
-    released = values >= k
+    noise_std = math.sqrt(sum(float(s["noise_scale"]) ** 2 for s in stores.values()))
+    released = values >= suppression_threshold(k, noise_std)
     table = query.table(values, released)
     return AnalyticsRelease(
         query, values, released, int(k), float(epsilon), dict(stores), secure_aggregation, table
     )
+
+
+def suppression_threshold(k: int, noise_std: float) -> float:
+    """``max(k, NOISE_FLOOR_STDS · noise_std)``: public numbers only (post-processing)."""
+    return max(float(k), NOISE_FLOOR_STDS * float(noise_std))
 
 
 def refusal_document(

@@ -40,7 +40,8 @@ def print_release(path: Path, max_rows: int = 25) -> None:
         return
     rows = document["table"]
     table = Table(title=title, caption=(
-        f"noise std ≈ {document['noise_std_total']:.1f} per cell · k = {document['k']} · "
+        f"noise std ≈ {document['noise_std_total']:.1f} per cell · suppressed below "
+        f"{document['threshold']:.0f} (k = {document['k']}, 3 noise stds) · "
         f"{len(document['suppressed_cells'])} cell(s) suppressed"
     ))  # fmt: skip
     columns = list(rows[0]) if rows else []
