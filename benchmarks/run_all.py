@@ -11,6 +11,7 @@ BENCHMARKS = (
     "benchmarks.bench_prepare",
     "benchmarks.bench_demo",
     "benchmarks.bench_preference",
+    "benchmarks.bench_analytics",
 )
 
 

@@ -128,6 +128,10 @@ def _draw_grouped(ax: Any, table: pd.DataFrame, result: Any) -> None:
         rows = table[table[member] == m].set_index(group).reindex(groups)
         heights = rows[value].to_numpy(dtype=float) * (100 if value == "share" else 1)
         ax.bar(np.arange(len(groups)) + j * width, np.nan_to_num(heights), width, label=str(m))
+    for i, g in enumerate(groups):  # a group with nothing released says so
+        if table[table[group] == g][value].isna().all():
+            ax.text(i + 0.4 - width / 2, 0, "all cells suppressed", ha="center", va="bottom",
+                    fontsize=7, color="#666666", rotation=90)  # fmt: skip
     ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, groups)
     ax.set_xlabel(group.replace("_", " "))
     ax.set_ylabel(f"% of the {group.replace('_', ' ')}'s {q.unit}" if value == "share"
