@@ -1,0 +1,1 @@
+"""Tamper-evident audit trail: hash-chained, signed event logs and their verification."""
