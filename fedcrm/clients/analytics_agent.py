@@ -104,6 +104,13 @@ def _prepared(settings: Any, plan: QueryPlan, run_id: int, store: Any) -> Any:
             for stale in [k for k in _PREPARED if k[0] != run_id]:
                 del _PREPARED[stale]
             _PREPARED[key] = prepared
+            if run_id >= 0:  # a federated run (negative: the simulation-only exact reference)
+                from fedcrm.clients.store_audit import audit_preparation
+                from fedcrm.privacy.erasure import record_participation
+
+                audit_preparation(settings.layout, run_id, ANALYTICS_PURPOSE, prepared)
+                record_participation(settings.layout, str(run_id), ANALYTICS_PURPOSE,
+                                     prepared.features.customer_ids)  # fmt: skip
     return prepared
 
 
@@ -142,6 +149,19 @@ def _decision(decision: Any) -> dict[str, int | float]:
     }
 
 
+def _audit_refusal(
+    settings: Any, plan: QueryPlan, run_id: int, server_round: int, decision: Any
+) -> None:
+    from fedcrm.clients.store_audit import audit
+
+    audit(
+        settings.layout,
+        "refusal",
+        {"run_id": str(run_id), "task": ANALYTICS_PURPOSE, "query": plan.name,
+         "round": server_round, "scope": decision.scope, **_decision(decision)},
+    )  # fmt: skip
+
+
 def _population_hint(settings: Any) -> int:
     """Customers on file (for δ before the first spend): the customers table's length."""
     return len(_store(settings).customers)
@@ -155,6 +175,8 @@ def analytics_budget(settings: Any, plan: QueryPlan, run_id: int) -> dict[str, i
     delta = _store_delta(settings, plan, _population_hint(settings))
     noise = plan_noise(plan.epsilon, delta, query.l2_sensitivity)
     decision = _ledger(settings, delta).check(_entry(plan, noise, run_id, 0))
+    if not decision.allowed:
+        _audit_refusal(settings, plan, run_id, 0, decision)
     where = {} if settings.partition_id is None else {"partition_id": settings.partition_id}
     return {
         **where,
@@ -188,17 +210,39 @@ def answer_query(settings: Any, plan: QueryPlan, run_id: int, server_round: int)
     decision = ledger.check(entry)
     if not decision.allowed:
         logger.warning("query %s refused by the privacy ledger: %s", plan.name, decision.message)
+        _audit_refusal(settings, plan, run_id, server_round, decision)
         return QueryAnswer(np.zeros(n_cells), {**numbers, **_decision(decision), "refused": 1})
     noisy = discrete_gaussian(store_counts(settings, plan, run_id, store), noise.scale)
     try:
         ledger.record(entry)  # spend first: nothing leaves unless it is booked
     except BudgetExceededError:
         decision = ledger.check(entry)
+        _audit_refusal(settings, plan, run_id, server_round, decision)
         return QueryAnswer(np.zeros(n_cells), {**numbers, **_decision(decision), "refused": 1})
     _log_release(settings.layout.private_dir, run_id, server_round, plan, noisy, numbers)
+    from fedcrm.audit.log import digest
+    from fedcrm.clients.store_audit import audit
+
+    audit(
+        settings.layout,
+        "analytics_release",
+        {
+            "run_id": str(run_id),
+            "query": plan.name,
+            "plan_digest": plan.digest,
+            "cells": n_cells,
+            "values_sha256": digest([int(v) for v in noisy]),
+            "lifetime_epsilon_spent": float(ledger.spent()),
+            "analytics_epsilon_spent": float(ledger.spent(ANALYTICS_PURPOSE)),
+            **numbers,
+        },
+    )
     logger.info("query %s answered: %d cells, σ=%.3f, ε=%.3g", plan.name, n_cells,
                 noise.scale, plan.epsilon)  # fmt: skip
-    return QueryAnswer(noisy.astype(np.float64), {**numbers, **_decision(decision), "refused": 0})
+    from fedcrm.clients.store_audit import head_metrics
+
+    metrics = {**numbers, **_decision(decision), "refused": 0, **head_metrics(settings.layout)}
+    return QueryAnswer(noisy.astype(np.float64), metrics)
 
 
 def store_counts(settings: Any, plan: QueryPlan, run_id: int, store: Any = None) -> np.ndarray:

@@ -27,7 +27,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from flwr.app import Context, Error, Message, MetricRecord, MetricRecordValues, RecordDict
+from flwr.app import (
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    MetricRecord,
+    MetricRecordValues,
+    RecordDict,
+)
 from flwr.app.message_type import MessageType
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
@@ -87,7 +95,15 @@ def build_client_app(defaults: Mapping[str, Any] | None = None) -> ClientApp:
     """The store agent; ``defaults`` stand in for run_config keys the runtime does not pass
     (``flwr.simulation.run_simulation`` passes none)."""
     baked: dict[str, Any] = dict(defaults or {})
-    guard = EgressGuard(lambda context: store_settings(context, baked).layout.private_dir)
+
+    def audit_decision(context: Context, payload: dict[str, Any]) -> None:
+        from fedcrm.clients.store_audit import audit
+
+        audit(store_settings(context, baked).layout, "guard_decision", payload)
+
+    guard = EgressGuard(
+        lambda context: store_settings(context, baked).layout.private_dir, audit=audit_decision
+    )
     app = ClientApp(mods=[secagg_mod_for(baked), guard])
 
     @app.train()
@@ -138,7 +154,14 @@ def build_client_app(defaults: Mapping[str, Any] | None = None) -> ClientApp:
         from fedcrm.clients.analytics_agent import analytics_budget as budget
 
         plan = QueryPlan.from_config(msg.content.config_records["query"])
-        answer = budget(store_settings(context, baked), plan, int(context.run_id))
+        settings = store_settings(context, baked)
+        if "fedcrm.audit.analytics" not in context.state.config_records:  # once per run
+            from fedcrm.clients.store_audit import audit
+
+            audit(settings.layout, "run_start", {"run_id": str(context.run_id),
+                                                 "task": "analytics"})  # fmt: skip
+            context.state.config_records["fedcrm.audit.analytics"] = ConfigRecord({"on": True})
+        answer = budget(settings, plan, int(context.run_id))
         return Message(RecordDict({"budget": MetricRecord(dict(answer))}), reply_to=msg)
 
     @app.query("privacy_report")

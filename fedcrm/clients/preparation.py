@@ -154,7 +154,7 @@ def prepare_store(
         else DeidentificationPolicy.default()
     )
     release = release_for_purpose(
-        store, request.purpose, as_of, keys, policy=policy, reference_time=cutoff
+        store, request.purpose, as_of, keys, policy=policy, reference_time=cutoff, layout=layout
     )
     _persist_pseudonym_map(layout, release.pseudonym_map)
     data = release.data

@@ -279,6 +279,9 @@ def _prepared_store(settings: StoreSettings, plan: TrainingPlan, run_id: int | N
             settings.store_dir, request, spec=plan.spec(), vocabulary=vocabulary
         )
         if run_id is not None:
+            from fedcrm.clients.store_audit import audit_preparation
+
+            audit_preparation(settings.layout, run_id, plan.task, prepared)
             for stale in [k for k in _PREPARED if k[0] != run_id]:
                 del _PREPARED[stale]  # another run's data: drop it
             _PREPARED[key] = prepared
@@ -291,6 +294,12 @@ def _prepare(settings: StoreSettings, plan: TrainingPlan, run_id: int | None = N
     prepared = _prepared_store(settings, plan, run_id)
     if prepared.labels is None:
         raise DataError("the store produced no labels")
+    if run_id is not None:  # which customers' data this run's task uses (for erasure requests)
+        from fedcrm.privacy.erasure import record_participation
+
+        record_participation(
+            settings.layout, str(run_id), plan.task, prepared.features.customer_ids
+        )
     features = np.asarray(prepared.features.matrix, dtype=np.float32)
     held_out = eval_mask(prepared.features.customer_ids, plan.eval_fraction)
     if plan.task == "churn":
@@ -561,6 +570,7 @@ class StoreAgent:
         if not decision.allowed:
             logger.warning("round %d refused by the privacy ledger: %s", server_round,
                            decision.message)  # fmt: skip
+            self._audit_refusal(server_round, decision)
             return self._refusal(arrays, decision)
         model, names = self._model(arrays)
         config = DpSgdConfig(
@@ -584,8 +594,11 @@ class StoreAgent:
         except BudgetExceededError:
             logger.warning("round %d: the trained update exceeds the budget; discarded",
                            server_round)  # fmt: skip
-            return self._refusal(arrays, ledger.check(actual))
+            decision = ledger.check(actual)
+            self._audit_refusal(server_round, decision)
+            return self._refusal(arrays, decision)
         _append_history(context, server_round, actual)
+        self._audit_round(server_round, actual, ledger)
         # mean_loss is computed from private data without noise: it stays in the store's log.
         logger.info("round %d: %d DP-SGD steps, private mean loss %.4f", server_round,
                     result.steps, result.mean_loss)  # fmt: skip
@@ -602,6 +615,41 @@ class StoreAgent:
                 "noise_multiplier": self.noise_multiplier,
                 "sample_rate": float(result.sample_rate),
                 "refused": 0,
+            },
+        )
+
+    def _audit_round(self, server_round: int, entry: Any, ledger: Any) -> None:
+        from fedcrm.clients.store_audit import audit
+
+        audit(
+            self.settings.layout,
+            "dp_round",
+            {
+                "run_id": str(self.run_id),
+                "task": self.plan.task,
+                "round": server_round,
+                "noise_multiplier": entry.noise_multiplier,
+                "sample_rate": entry.sample_rate,
+                "steps": entry.steps,
+                "clip_norm": self.plan.clip_norm,
+                "delta": self.delta,
+                "purpose_epsilon_spent": float(ledger.spent(self.plan.task)),
+                "lifetime_epsilon_spent": float(ledger.spent()),
+            },
+        )
+
+    def _audit_refusal(self, server_round: int, decision: Any) -> None:
+        from fedcrm.clients.store_audit import audit
+
+        audit(
+            self.settings.layout,
+            "refusal",
+            {
+                "run_id": str(self.run_id),
+                "task": self.plan.task,
+                "round": server_round,
+                "scope": decision.scope,
+                **_decision_metrics(decision),
             },
         )
 
@@ -690,6 +738,21 @@ class StoreAgent:
         }
         if self.settings.partition_id is not None:
             report["partition_id"] = self.settings.partition_id
+        from fedcrm.clients.store_audit import audit, head_metrics
+
+        audit(
+            self.settings.layout,
+            "run_end",
+            {
+                "run_id": str(self.run_id),
+                "task": self.plan.task,
+                "status": "completed",
+                "rounds_trained": report["rounds_trained"],
+                "run_epsilon": run_epsilon,
+                "lifetime_epsilon_spent": report["lifetime_epsilon_spent"],
+            },
+        )
+        report.update(head_metrics(self.settings.layout))  # what the coordinator records
         return report
 
 
@@ -747,6 +810,17 @@ def agent_for(
 ) -> StoreAgent:
     """The agent of this node's store for this run and plan (prepared once per process)."""
     settings = store_settings(context, defaults)
+    started = f"fedcrm.audit.{plan.task}"
+    if started not in context.state.config_records:
+        from fedcrm.clients.store_audit import audit
+
+        audit(
+            settings.layout,
+            "run_start",
+            {"run_id": str(context.run_id), "task": plan.task, "plan_digest": plan.digest,
+             "epsilon": plan.epsilon, "rounds": plan.num_rounds},
+        )  # fmt: skip
+        context.state.config_records[started] = ConfigRecord({"plan-digest": plan.digest})
     key = (int(context.run_id), str(settings.store_dir), plan.digest)
     with _LOCK:
         agent = _AGENTS.get(key)

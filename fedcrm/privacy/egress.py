@@ -106,6 +106,11 @@ ALLOWED_METRICS: frozenset[str] = frozenset(
         "cap_churn",
         "cap_preference",
         "cap_analytics",
+        # the store's audit-log head (end-of-task report): seq, hash and key id as integers
+        "audit_seq",
+        *(f"audit_hash_{i}" for i in range(8)),
+        "audit_key_0",
+        "audit_key_1",
         # an analytics answer's noise and budget decision
         "allowed",
         "noise_scale",
@@ -341,9 +346,11 @@ class EgressGuard:
         log_dir_for: Callable[[Context], Path],
         *,
         allowed_metrics: frozenset[str] = ALLOWED_METRICS,
+        audit: Callable[[Context, dict[str, Any]], object] | None = None,
     ) -> None:
         self._log_dir_for = log_dir_for
         self._allowed_metrics = allowed_metrics
+        self._audit = audit  # the store's audit trail: every decision, value-free
 
     def __call__(
         self, msg: Message, context: Context, call_next: Callable[[Message, Context], Message]
@@ -399,7 +406,21 @@ class EgressGuard:
             line = json.dumps(entry, sort_keys=True, allow_nan=False)
             with _LOG_LOCK, (log_dir / EGRESS_LOG_NAME).open("a", encoding="utf-8") as fh:
                 fh.write(line + "\n")
+            if self._audit is not None:
+                self._audit(context, _audit_payload(entry))
         except Exception:
             logger.exception("egress log could not be written")
             return False
         return True
+
+
+def _audit_payload(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The audit trail's view of an egress decision: no values, only what and how many."""
+    return {
+        "run_id": str(entry["run_id"]),
+        "message_type": str(entry["message_type"])[:100],
+        "decision": entry["decision"],
+        "violations": len(entry["violations"]),
+        "arrays_sha256": [str(a.get("sha256", ""))[:16] for a in entry.get("arrays", [])][:64],
+        "metric_names": sorted(entry.get("metrics", {}))[:64],
+    }

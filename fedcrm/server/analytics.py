@@ -199,8 +199,14 @@ def run_analytics(
     context: Context,
     nodes: list[int],
     out_dir: Path,
+    *,
+    audit: Any = None,
 ) -> dict[str, Any]:
-    """Run the configured queries; write their files to ``out_dir``; return a summary."""
+    """Run the configured queries; write their files to ``out_dir``; return a summary.
+
+    ``audit``: the coordinator's :class:`~fedcrm.audit.log.AuditLog` — each query's outcome
+    and, after a release, every store's audit-log head are appended to it.
+    """
     from fedcrm.analytics.release import refusal_document, release, write_refusal, write_release
 
     query_context = query_context_for(config)
@@ -235,6 +241,9 @@ def run_analytics(
             path = write_refusal(document, out_dir)
             logger.warning("query %s refused: %s", name, reason)
             summary[name] = {"status": "refused", "reason": reason, "json": str(path)}
+            _audit(audit, "refusal", {"query": name, "task": "analytics", "stores_declined":
+                                      len(declined), "stores_silent": len(silent),
+                                      "epsilon": plan.epsilon})  # fmt: skip
             continue
         strategy = QueryStrategy(plan, len(query.cells), set(nodes), config.secagg)
         legacy = LegacyContext(context, config=ServerConfig(num_rounds=1), strategy=strategy)
@@ -250,6 +259,8 @@ def run_analytics(
             )  # fmt: skip
             path = write_refusal(document, out_dir)
             summary[name] = {"status": "voided", "reason": reason, "json": str(path)}
+            _audit(audit, "refusal", {"query": name, "task": "analytics", "voided": True,
+                                      "problems": len(strategy.problems)})  # fmt: skip
             continue
         result = release(
             query,
@@ -273,4 +284,25 @@ def run_analytics(
         }
         logger.info("query %s released: %d cells, %d suppressed", name, len(query.cells),
                     summary[name]["suppressed"])  # fmt: skip
+        if audit is not None:
+            from fedcrm.audit.log import digest
+            from fedcrm.server.audit_trail import record_store_heads
+
+            audit.append(
+                "analytics_release",
+                {"query": name, "epsilon_per_store": plan.epsilon, "k": config.analytics_k,
+                 "threshold": result.threshold, "noise_std": result.noise_std,
+                 "cells": len(query.cells), "suppressed": summary[name]["suppressed"],
+                 "stores": len(strategy.answers), "secure_aggregation": config.secagg,
+                 "release_sha256": digest(result.as_document()["cells"])},
+            )  # fmt: skip
+            record_store_heads(
+                audit, [{"store": labels.get(n, f"node-{n}"), **a}
+                        for n, a in sorted(strategy.answers.items())]
+            )  # fmt: skip
     return summary
+
+
+def _audit(log: Any, kind: str, payload: Mapping[str, Any]) -> None:
+    if log is not None:
+        log.append(kind, payload)

@@ -490,9 +490,11 @@ class _Coordinator:
         config = self.config
         began = time.perf_counter()
         self.run.claim()
+        self.start_audit()
         warnings.warn(LIMITATIONS[1], PrivacyWarning, stacklevel=2)
         nodes = _wait_for_nodes(self.grid, config.stores_to_wait_for, config.node_timeout)
         churn = self.train(self.churn, nodes)
+        self.audit_task(self.churn, churn)
         history = churn["history"]
         card = self.model_card(
             churn["stores"], history, churn["model_files"], len(churn["refusals"]),
@@ -518,22 +520,74 @@ class _Coordinator:
         if config.analytics_query_names:
             summary["analytics"] = self.analytics(nodes, self.run.root / "analytics")
         self.run.write_summary(summary)
+        self.end_audit("completed")
         return summary
+
+    # the coordinator's audit trail (fedcrm.server.audit_trail) -----------------------------
+    def start_audit(self) -> None:
+        from fedcrm.audit.log import digest
+        from fedcrm.server.audit_trail import coordinator_log
+
+        c = self.config
+        self.audit = coordinator_log(c)
+        run = {"run_id": str(self.context.run_id), "mode": c.mode}
+        self.audit.append("run_start", run)
+        self.audit.append(
+            "config",
+            {
+                **run,
+                "config_digest": digest(c.to_run_config()),
+                "secure_aggregation": c.secagg,
+                "epsilon": c.epsilon,
+                "delta": c.delta,
+                "lifetime_epsilon": c.lifetime_epsilon,
+                "clip_norm": c.clip_norm,
+                "budget_shares": {"churn": c.share_churn, "preference": c.share_preference,
+                                  "analytics": c.share_analytics},
+                "analytics_epsilon": c.analytics_epsilon,
+                "analytics_k": c.analytics_k,
+                "min_stores": c.min_stores,
+            },
+        )  # fmt: skip
+
+    def audit_task(self, task: _Task, result: Mapping[str, Any]) -> None:
+        """A trained task: its model version (file hashes), ε per store, refusals, and
+        every store's audit-log head as reported."""
+        from fedcrm.server.audit_trail import file_digests, record_store_heads
+
+        self.audit.append(
+            "model_version",
+            {
+                "run_id": str(self.context.run_id),
+                "task": task.name,
+                "files": file_digests(result["model_files"]),
+                "rounds": len(result["history"]),
+                "epsilon_target": task.target_epsilon,
+                "epsilon_by_store": {s["store"]: s.get("run_epsilon") for s in result["stores"]},
+                "refusals": len(result["refusals"]),
+                "rejections": len(result["rejections"]),
+            },
+        )
+        record_store_heads(self.audit, result["stores"])
+
+    def end_audit(self, status: str) -> None:
+        self.audit.append("run_end", {"run_id": str(self.context.run_id), "status": status})
 
     def analytics(self, nodes: list[int], out_dir: Any) -> dict[str, Any]:
         """The run's analytics queries (after any training), written to ``out_dir``."""
         from fedcrm.server.analytics import run_analytics
 
-        return run_analytics(self.config, self.grid, self.context, nodes, out_dir)
+        return run_analytics(self.config, self.grid, self.context, nodes, out_dir, audit=self.audit)
 
     def run_analytics_only(self) -> dict[str, Any]:
         """``mode = analytics``: the queries alone; ``RUN/analytics.json`` sums them up."""
         import json as _json
 
         began = time.perf_counter()
-        nodes = _wait_for_nodes(self.grid, self.config.stores_to_wait_for, self.config.node_timeout)
         out = self.config.run_path
         out.mkdir(parents=True, exist_ok=True)
+        self.start_audit()
+        nodes = _wait_for_nodes(self.grid, self.config.stores_to_wait_for, self.config.node_timeout)
         summary = {
             "run_id": int(self.context.run_id),
             "queries": self.analytics(nodes, out),
@@ -542,6 +596,7 @@ class _Coordinator:
         (out / "analytics.json").write_text(
             _json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
+        self.end_audit("completed")
         return summary
 
     def train_preference(self, nodes: list[int]) -> dict[str, Any]:
@@ -568,7 +623,9 @@ class _Coordinator:
         n_inputs = len(self.spec) + len(vocabulary)
         names, initial = initial_arrays(plan, n_inputs, config.seed + 1)
         run = RunDirectory(config.run_path, names, task="preference")
-        result = self.train(_Task("preference", plan, names, initial, run, plan.epsilon), nodes)
+        task = _Task("preference", plan, names, initial, run, plan.epsilon)
+        result = self.train(task, nodes)
+        self.audit_task(task, result)
         card = preference_card(
             config, self.spec, vocabulary, plan, names, result, int(self.context.run_id)
         )

@@ -117,6 +117,7 @@ class FederationConfig:
     analytics_queries: str = field(default="", metadata={"key": "analytics-queries"})
     analytics_epsilon: float = field(default=1.0, metadata={"key": "analytics-epsilon"})
     analytics_k: int = field(default=20, metadata={"key": "analytics-k"})
+    audit_key_dir: str = field(default="", metadata={"key": "audit-key-dir"})
 
     def __post_init__(self) -> None:
         for f in fields(self):
