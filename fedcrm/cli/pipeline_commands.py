@@ -118,11 +118,29 @@ def demo(
     with atomic_file(scores_path.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(scores.summary(), indent=2, default=str) + "\n", "utf-8")
     _print_demo(result, target.name, scores.summary())
+    _print_audit(out, data)
     out_console.print(
         f"demo finished in {time.perf_counter() - started:.0f} s: run in {out} "
         f"(summary.json, training.png, model card); the store's scores, with its own "
         f"customer ids, in {scores_path}"
     )
+
+
+def _print_audit(run: Path, chain: Path) -> None:
+    """Verify the run's audit trail (coordinator and stores) and say what was found."""
+    from fedcrm.audit.verify import verify_tree
+
+    report = verify_tree(run, extra_dirs=[chain])
+    entries = sum(int(log.get("entries") or 0) for log in report.logs)
+    if report.ok:
+        out_console.print(
+            f"audit trail: {len(report.logs)} logs, {entries:,} signed entries, chains, "
+            f"signatures and the stores' pinned heads intact (fedcrm audit verify {run} "
+            f"--stores {chain})"
+        )
+        return
+    first = report.findings[0].describe() if report.findings else "unknown problem"
+    out_console.print(f"[red]audit trail verification failed[/]: {first}")
 
 
 def _store_to_score(roots: list[Path], name: str | None) -> Path:
