@@ -9,7 +9,7 @@ export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean browser
 
 setup: $(STAMP)
 
@@ -27,8 +27,29 @@ $(STAMP): pyproject.toml | $(PY)
 demo: setup
 	$(VENV)/bin/fedcrm demo --out $(DEMO_OUT) --config configs/demo.toml --fresh
 
-test: setup
+test: setup browser
 	$(PY) -m pytest
+
+# Headless Chromium from Debian's packages, for the compliance report's browser test
+# (tests/test_report.py). Installed only when missing; where it cannot be installed (no apt-get,
+# not root and no passwordless sudo, no network) this says so and the test skips.
+CHROMIUM := /usr/bin/chromium
+
+browser:
+	@if [ -x $(CHROMIUM) ]; then \
+	  echo "browser: $(CHROMIUM) is installed"; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "browser: no apt-get here, chromium cannot be installed; the headless-browser test will be skipped"; \
+	else \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; \
+	  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+	  else echo "browser: not root and no passwordless sudo, chromium cannot be installed; the headless-browser test will be skipped"; exit 0; fi; \
+	  echo "browser: installing Debian's chromium with apt-get"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  { $$SUDO apt-get install -y --no-install-recommends chromium \
+	    || { $$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends chromium; }; } \
+	    || echo "browser: installing chromium failed; the headless-browser test will be skipped"; \
+	fi
 
 lint: setup
 	$(VENV)/bin/ruff check fedcrm tests benchmarks

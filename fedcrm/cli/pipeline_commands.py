@@ -128,8 +128,13 @@ def demo(
 
 def _print_audit(run: Path, chain: Path) -> None:
     """Verify the run's audit trail (coordinator and stores) and say what was found."""
+    from fedcrm.audit.report import build_report, write_report
     from fedcrm.audit.verify import verify_tree
 
+    document = build_report(run, chain)
+    path = write_report(document, run / "report.html", "html")
+    write_report(document, run / "report.json", "json")
+    out_console.print(f"compliance report: {path} (and report.json)")
     report = verify_tree(run, extra_dirs=[chain])
     entries = sum(int(log.get("entries") or 0) for log in report.logs)
     if report.ok:
