@@ -274,3 +274,45 @@ def test_cli_erase_lists_affected_runs_and_remedy(make_store) -> None:
 
     unknown = runner.invoke(app, ["erase", "--store", str(root), "--customer", "SECRET-77"])
     assert unknown.exit_code == 1 and "SECRET-77" not in unknown.output
+
+
+@pytest.mark.slow
+def test_a_federated_run_after_erasure_leaves_the_canary_out(tmp_path: Path) -> None:
+    """End to end: a federated analytics run uses the canary's data; after `fedcrm erase`
+    the next federated run does not (its participation record lacks the canary), and the
+    erase command names the first run as affected."""
+    from fedcrm.data.layout import discover_stores
+    from fedcrm.federation import run_analytics_queries
+    from fedcrm.privacy.erasure import runs_including
+
+    chain = tmp_path / "chain"
+    generate_chain(chain, ChainParams(stores=2, customers_per_store=150, seed=9))
+    store = discover_stores(chain)[0]
+    layout = StoreLayout(store)
+    overrides = {"analytics-queries": "lifecycle_funnel", "analytics-epsilon": 0.5,
+                 "audit-key-dir": str(tmp_path / "keys")}  # fmt: skip
+    run_analytics_queries(tmp_path / "first", chain, overrides=overrides)
+    used = [
+        r["run_id"]
+        for r in json.loads(
+            "["
+            + ",".join((layout.private_dir / "participation.jsonl").read_text().splitlines())
+            + "]"
+        )
+    ]
+    assert len(set(used)) == 1  # fmt: skip
+    first_run = used[0]
+    # a canary: a customer the first run used
+    customers = load_store(store).customers["customer_id"].astype(str)
+    canary = next(c for c in customers if runs_including(layout, c))
+    result = CliRunner().invoke(app, ["erase", "--store", str(store), "--customer", canary])
+    assert result.exit_code == 0, result.output
+    assert first_run in result.output and canary not in result.output
+    run_analytics_queries(tmp_path / "second", chain, overrides=overrides)
+    runs = {r["run_id"] for r in runs_including(layout, canary)}
+    assert runs == {first_run}  # the second run's data did not include the canary
+    recorded = {
+        json.loads(x)["run_id"]
+        for x in (layout.private_dir / "participation.jsonl").read_text().splitlines()
+    }
+    assert len(recorded) == 2  # fmt: skip
