@@ -33,6 +33,11 @@ def test_demo_generates_trains_scores_and_summarises(tmp_path: Path):
     counts = json.loads((run / "scores" / f"{first.name}.json").read_text(encoding="utf-8"))
     assert counts["customers_scored"] == len(scores) > 0
     assert "centralized" in result.output and "local-only" in result.output
+    # the demo verifies its audit trail and writes the compliance report of the run
+    assert "signatures and the stores' pinned heads intact" in " ".join(result.output.split())
+    report = json.loads((run / "report.json").read_text(encoding="utf-8"))
+    assert report["summary"]["verification_ok"] is True
+    assert (run / "report.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
 
     customers = load_store(first).customers
     for value in [*customers["name"].dropna().head(30), *customers["mobile"].dropna().head(30)]:
