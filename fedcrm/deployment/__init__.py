@@ -1,0 +1,1 @@
+"""Multi-site deployment: keys, certificates and configuration for SuperLink and SuperNodes."""
