@@ -124,53 +124,15 @@ def run_federation(
     :class:`~fedcrm.errors.OutputExistsError` when ``run_dir`` holds a finished run, both
     before anything starts.
     """
-    from flwr.simulation import run_simulation
-
-    from fedcrm.clients.app import build_client_app
-    from fedcrm.server.app import build_server_app
-
     began = time.perf_counter()
-    stores = discover_stores(Path(data_dir))
-    n = len(stores) if num_stores is None else num_stores
-    if not 1 <= n <= len(stores):
-        raise ConfigError(f"num_stores must be 1..{len(stores)} for {data_dir} (got {n})")
     overrides = dict(overrides or {})
     baselines = overrides.pop(BASELINES_KEY, True)  # a harness flag, not a Flower key
     if not isinstance(baselines, bool):
         raise ConfigError(f"{BASELINES_KEY} must be a boolean (got {baselines!r})")
-    run_config = {
-        **overrides,
-        "run-dir": str(Path(run_dir).resolve()),
-        "data-dir": str(Path(data_dir).resolve()),
-        "expected-stores": n,
-    }
-    config = FederationConfig.from_run_config(run_config)  # fail before Ray starts
-    if config.min_stores > n:
-        raise ConfigError(f"min-stores={config.min_stores} but only {n} stores take part")
+    stores, config, run_config = _plan_run(run_dir, data_dir, num_stores, overrides)
     RunDirectory(config.run_path, ()).claim()  # refuse a finished run before Ray starts
-    cpus = os.cpu_count() or 1
-    backend_config: dict[str, Any] = {
-        "client_resources": {"num_cpus": cpus_per_store, "num_gpus": 0.0},
-        # the stores' own output (Ray actors) reaches this console only when verbose
-        "init_args": {"num_cpus": cpus, "include_dashboard": False, "log_to_driver": verbose},
-    }
-    stop = threading.Event()
-    flower = logging.getLogger("flwr")
-    flower_level = flower.level
-    if not verbose:
-        flower.setLevel(max(flower_level, logging.WARNING))  # no per-message debug lines
-    try:
-        run_simulation(
-            server_app=build_server_app(run_config, stop=stop, on_round=on_round),
-            client_app=build_client_app(run_config),
-            num_supernodes=n,
-            backend_config=backend_config,
-            verbose_logging=verbose,
-        )
-    finally:
-        stop.set()  # a coordinator still waiting on a crashed engine gives up
-        flower.setLevel(flower_level)
-    _finish(config, stores[:n], baselines, began, on_phase)
+    _simulate(run_config, len(stores), cpus_per_store, verbose, on_round=on_round)
+    _finish(config, stores, baselines, began, on_phase)
     return FederationResult.from_run_dir(config.run_path)
 
 
@@ -287,29 +249,57 @@ def run_analytics_queries(
     refused or voided) are written to ``out_dir``; returns ``analytics.json``'s content.
     ``tap(message)`` sees every reply that reaches the coordinator.
     """
-    from flwr.simulation import run_simulation
+    _, config, run_config = _plan_run(
+        out_dir, data_dir, num_stores, {**dict(overrides or {}), "mode": "analytics"}
+    )
+    summary_path = config.run_path / "analytics.json"
+    summary_path.unlink(missing_ok=True)  # a stale summary must not pass for this run's
+    _simulate(run_config, int(run_config["expected-stores"]), cpus_per_store, verbose, tap=tap)
+    if not summary_path.is_file():
+        raise ConfigError(f"{config.run_path}: no analytics.json; the analytics run did not finish")
+    result: dict[str, Any] = json.loads(summary_path.read_text(encoding="utf-8"))
+    return result
 
-    from fedcrm.clients.app import build_client_app
-    from fedcrm.server.app import build_server_app
 
+def _plan_run(
+    run_dir: Path, data_dir: Path, num_stores: int | None, overrides: Mapping[str, Any]
+) -> tuple[list[Path], FederationConfig, dict[str, Any]]:
+    """The first ``num_stores`` stores, the validated config and the Flower run_config —
+    every check done before Ray starts."""
     stores = discover_stores(Path(data_dir))
     n = len(stores) if num_stores is None else num_stores
     if not 1 <= n <= len(stores):
         raise ConfigError(f"num_stores must be 1..{len(stores)} for {data_dir} (got {n})")
     run_config = {
-        **dict(overrides or {}),
-        "mode": "analytics",
-        "run-dir": str(Path(out_dir).resolve()),
+        **overrides,
+        "run-dir": str(Path(run_dir).resolve()),
         "data-dir": str(Path(data_dir).resolve()),
         "expected-stores": n,
     }
-    config = FederationConfig.from_run_config(run_config)  # fail before Ray starts
+    config = FederationConfig.from_run_config(run_config)
     if config.min_stores > n:
         raise ConfigError(f"min-stores={config.min_stores} but only {n} stores take part")
-    summary_path = config.run_path / "analytics.json"
-    summary_path.unlink(missing_ok=True)  # a stale summary must not pass for this run's
+    return stores[:n], config, run_config
+
+
+def _simulate(
+    run_config: Mapping[str, Any],
+    n: int,
+    cpus_per_store: float,
+    verbose: bool,
+    *,
+    on_round: Callable[[int, int, Mapping[str, Any]], object] | None = None,
+    tap: Callable[[Any], object] | None = None,
+) -> None:
+    """One run of the coordinator and ``n`` stores on Flower's simulation engine."""
+    from flwr.simulation import run_simulation
+
+    from fedcrm.clients.app import build_client_app
+    from fedcrm.server.app import build_server_app
+
     backend_config: dict[str, Any] = {
         "client_resources": {"num_cpus": cpus_per_store, "num_gpus": 0.0},
+        # the stores' own output (Ray actors) reaches this console only when verbose
         "init_args": {
             "num_cpus": os.cpu_count() or 1,
             "include_dashboard": False,
@@ -320,19 +310,15 @@ def run_analytics_queries(
     flower = logging.getLogger("flwr")
     flower_level = flower.level
     if not verbose:
-        flower.setLevel(max(flower_level, logging.WARNING))
+        flower.setLevel(max(flower_level, logging.WARNING))  # no per-message debug lines
     try:
         run_simulation(
-            server_app=build_server_app(run_config, stop=stop, tap=tap),
+            server_app=build_server_app(run_config, stop=stop, on_round=on_round, tap=tap),
             client_app=build_client_app(run_config),
             num_supernodes=n,
             backend_config=backend_config,
             verbose_logging=verbose,
         )
     finally:
-        stop.set()
+        stop.set()  # a coordinator still waiting on a crashed engine gives up
         flower.setLevel(flower_level)
-    if not summary_path.is_file():
-        raise ConfigError(f"{config.run_path}: no analytics.json; the analytics run did not finish")
-    result: dict[str, Any] = json.loads(summary_path.read_text(encoding="utf-8"))
-    return result

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +33,8 @@ __all__ = [
     "refusal_document",
     "release",
     "suppression_threshold",
+    "total_noise_std",
+    "write_refusal",
     "write_release",
 ]
 
@@ -60,7 +62,7 @@ class AnalyticsRelease:
     @property
     def noise_std(self) -> float:
         """Standard deviation of the noise in each total: √(Σ σ_store²)."""
-        return math.sqrt(sum(float(s["noise_scale"]) ** 2 for s in self.stores.values()))
+        return total_noise_std(self.stores)
 
     @property
     def threshold(self) -> float:
@@ -126,12 +128,16 @@ def release(
     values = np.asarray(totals, dtype=np.float64)
     if values.shape != (len(query.cells),):
         raise ValueError(f"{len(query.cells)} cells but {values.shape} totals")
-    noise_std = math.sqrt(sum(float(s["noise_scale"]) ** 2 for s in stores.values()))
-    released = values >= suppression_threshold(k, noise_std)
+    released = values >= suppression_threshold(k, total_noise_std(stores))
     table = query.table(values, released)
     return AnalyticsRelease(
         query, values, released, int(k), float(epsilon), dict(stores), secure_aggregation, table
     )
+
+
+def total_noise_std(stores: Mapping[str, Mapping[str, float]]) -> float:
+    """The noise std of a chain-wide total: √(Σ σ_store²) over the stores' noise scales."""
+    return math.sqrt(sum(float(s["noise_scale"]) ** 2 for s in stores.values()))
 
 
 def suppression_threshold(k: int, noise_std: float) -> float:
@@ -189,8 +195,3 @@ def write_refusal(document: Mapping[str, Any], out_dir: Path) -> Path:
     path = out / f"{document['query']}.json"
     _write_text(path, json.dumps(dict(document), indent=2, ensure_ascii=False) + "\n")
     return path
-
-
-def released_rows(result: AnalyticsRelease) -> Sequence[dict[str, Any]]:
-    """The table's rows as dicts (for printing)."""
-    return list(json.loads(result.table.to_json(orient="records")))

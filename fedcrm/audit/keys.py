@@ -24,9 +24,7 @@ import hashlib
 import logging
 import os
 import re
-import stat
 import tempfile
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from fedcrm.data.atomic import atomic_file
-from fedcrm.errors import ConfigError, PrivacyError, PrivacyWarning
+from fedcrm.errors import ConfigError, PrivacyError
 
 __all__ = [
     "AuditKey",
@@ -194,18 +192,9 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
 
 
 def _read_private(path: Path) -> Ed25519PrivateKey:
-    try:
-        raw = path.read_bytes()
-        mode = path.stat().st_mode
-    except OSError as exc:
-        raise PrivacyError(f"{path}: cannot read the audit signing key ({exc.strerror})") from exc
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        warnings.warn(
-            f"{path}: the audit signing key is accessible to other users (mode "
-            f"{oct(mode & 0o777)}); run: chmod 600 {path}",
-            PrivacyWarning,
-            stacklevel=3,
-        )
+    from fedcrm.privacy.keys import read_secret_file
+
+    raw = read_secret_file(path, "audit signing key")
     try:
         key = serialization.load_pem_private_key(raw, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):

@@ -49,6 +49,7 @@ RELEASE_LOG_NAME = "analytics_releases.jsonl"
 _LABELLED_QUERIES = frozenset({"churn_by_segment"})
 _LOCK = threading.Lock()
 _PREPARED: dict[tuple[Any, ...], Any] = {}
+_LOADED: dict[tuple[int, str], Any] = {}
 
 
 @dataclass(frozen=True)
@@ -71,10 +72,19 @@ def _ledger(settings: Any, delta: float) -> Any:
     )
 
 
-def _store(settings: Any) -> Any:
+def _store(settings: Any, run_id: int) -> Any:
+    """The store's tables, loaded (and validated) once per run and process."""
     from fedcrm.data.store import load_store
 
-    return load_store(settings.store_dir)
+    key = (run_id, str(settings.store_dir))
+    with _LOCK:
+        store = _LOADED.get(key)
+        if store is None:
+            store = load_store(settings.store_dir)
+            for stale in [k for k in _LOADED if k[0] != run_id]:
+                del _LOADED[stale]  # another run's data: drop it
+            _LOADED[key] = store
+    return store
 
 
 def _prepared(settings: Any, plan: QueryPlan, run_id: int, store: Any) -> Any:
@@ -114,14 +124,16 @@ def _prepared(settings: Any, plan: QueryPlan, run_id: int, store: Any) -> Any:
     return prepared
 
 
-def _store_delta(settings: Any, plan: QueryPlan, population: int) -> float:
-    """The store's lifetime δ: its ledger's, else min(plan δ, default_delta(N))."""
+def _store_delta(settings: Any, plan: QueryPlan, run_id: int) -> float:
+    """The store's lifetime δ: its ledger's, else min(plan δ, default_delta(N)) with N the
+    customers on file (the store's tables are read only in that case)."""
     from fedcrm.privacy.accounting import default_delta
     from fedcrm.privacy.ledger import PrivacyLedger
 
     recorded = PrivacyLedger.recorded_delta(settings.layout)
     if recorded:
         return float(recorded)
+    population = len(_store(settings, run_id).customers)
     ceiling = float(default_delta(max(1, population)))
     return min(plan.delta, ceiling) if plan.delta else ceiling
 
@@ -162,17 +174,12 @@ def _audit_refusal(
     )  # fmt: skip
 
 
-def _population_hint(settings: Any) -> int:
-    """Customers on file (for δ before the first spend): the customers table's length."""
-    return len(_store(settings).customers)
-
-
 def analytics_budget(settings: Any, plan: QueryPlan, run_id: int) -> dict[str, int | float]:
     """Numbers only: would the query fit the store's ledger, and with which noise."""
     from fedcrm.analytics.mechanism import plan_noise
 
     query = plan.query()
-    delta = _store_delta(settings, plan, _population_hint(settings))
+    delta = _store_delta(settings, plan, run_id)
     noise = plan_noise(plan.epsilon, delta, query.l2_sensitivity)
     decision = _ledger(settings, delta).check(_entry(plan, noise, run_id, 0))
     if not decision.allowed:
@@ -195,8 +202,7 @@ def answer_query(settings: Any, plan: QueryPlan, run_id: int, server_round: int)
 
     query = plan.query()
     n_cells = len(query.cells)
-    store = _store(settings)
-    delta = _store_delta(settings, plan, len(store.customers))
+    delta = _store_delta(settings, plan, run_id)
     noise = plan_noise(plan.epsilon, delta, query.l2_sensitivity)
     numbers: dict[str, int | float] = {
         "epsilon": plan.epsilon,
@@ -212,7 +218,7 @@ def answer_query(settings: Any, plan: QueryPlan, run_id: int, server_round: int)
         logger.warning("query %s refused by the privacy ledger: %s", plan.name, decision.message)
         _audit_refusal(settings, plan, run_id, server_round, decision)
         return QueryAnswer(np.zeros(n_cells), {**numbers, **_decision(decision), "refused": 1})
-    noisy = discrete_gaussian(store_counts(settings, plan, run_id, store), noise.scale)
+    noisy = discrete_gaussian(store_counts(settings, plan, run_id), noise.scale)
     try:
         ledger.record(entry)  # spend first: nothing leaves unless it is booked
     except BudgetExceededError:
@@ -245,7 +251,7 @@ def answer_query(settings: Any, plan: QueryPlan, run_id: int, server_round: int)
     return QueryAnswer(noisy.astype(np.float64), metrics)
 
 
-def store_counts(settings: Any, plan: QueryPlan, run_id: int, store: Any = None) -> np.ndarray:
+def store_counts(settings: Any, plan: QueryPlan, run_id: int) -> np.ndarray:
     """The query's exact counts for this store (int64, one per cell), contributions clipped.
 
     Never leaves the store as is: :func:`answer_query` noises it first. Tests and benchmarks
@@ -254,7 +260,7 @@ def store_counts(settings: Any, plan: QueryPlan, run_id: int, store: Any = None)
     from fedcrm.analytics.queries import StoreView, consent_coverage_counts
 
     query = plan.query()
-    store = _store(settings) if store is None else store
+    store = _store(settings, run_id)
     prepared = _prepared(settings, plan, run_id, store)
     context = plan.query_context()
     store_format = str(store.manifest.get("format") or "other")

@@ -28,7 +28,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from flwr.app import (
-    ConfigRecord,
     Context,
     Error,
     Message,
@@ -155,12 +154,9 @@ def build_client_app(defaults: Mapping[str, Any] | None = None) -> ClientApp:
 
         plan = QueryPlan.from_config(msg.content.config_records["query"])
         settings = store_settings(context, baked)
-        if "fedcrm.audit.analytics" not in context.state.config_records:  # once per run
-            from fedcrm.clients.store_audit import audit
+        from fedcrm.clients.store_audit import audit_run_start
 
-            audit(settings.layout, "run_start", {"run_id": str(context.run_id),
-                                                 "task": "analytics"})  # fmt: skip
-            context.state.config_records["fedcrm.audit.analytics"] = ConfigRecord({"on": True})
+        audit_run_start(context, settings.layout, "analytics")
         answer = budget(settings, plan, int(context.run_id))
         return Message(RecordDict({"budget": MetricRecord(dict(answer))}), reply_to=msg)
 

@@ -810,17 +810,14 @@ def agent_for(
 ) -> StoreAgent:
     """The agent of this node's store for this run and plan (prepared once per process)."""
     settings = store_settings(context, defaults)
-    started = f"fedcrm.audit.{plan.task}"
-    if started not in context.state.config_records:
-        from fedcrm.clients.store_audit import audit
+    from fedcrm.clients.store_audit import audit_run_start
 
-        audit(
-            settings.layout,
-            "run_start",
-            {"run_id": str(context.run_id), "task": plan.task, "plan_digest": plan.digest,
-             "epsilon": plan.epsilon, "rounds": plan.num_rounds},
-        )  # fmt: skip
-        context.state.config_records[started] = ConfigRecord({"plan-digest": plan.digest})
+    audit_run_start(
+        context,
+        settings.layout,
+        plan.task,
+        {"plan_digest": plan.digest, "epsilon": plan.epsilon, "rounds": plan.num_rounds},
+    )
     key = (int(context.run_id), str(settings.store_dir), plan.digest)
     with _LOCK:
         agent = _AGENTS.get(key)

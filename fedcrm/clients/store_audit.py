@@ -19,6 +19,8 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from fedcrm.data.layout import StoreLayout
@@ -27,6 +29,7 @@ __all__ = [
     "HEAD_METRICS",
     "audit",
     "audit_preparation",
+    "audit_run_start",
     "head_from_metrics",
     "head_metrics",
     "store_writer",
@@ -49,15 +52,40 @@ def store_writer(store_id: str) -> str:
 
 
 def _log(layout: StoreLayout) -> Any:
+    from fedcrm.audit.log import AUDIT_PUBLIC_KEY_NAME
+
+    if not (layout.private_dir / AUDIT_PUBLIC_KEY_NAME).is_file():
+        _open_log.cache_clear()  # a store directory made anew at the same path: open afresh
+    return _open_log(str(layout.private_dir), store_writer(layout.store_id))
+
+
+@lru_cache(maxsize=64)
+def _open_log(private_dir: str, writer: str) -> Any:
+    """One open log per store and process: the key is read once, not at every event (each
+    append still verifies the log's last entry under the log's lock)."""
     from fedcrm.audit.log import AuditLog
 
-    return AuditLog.open(layout.private_dir, store_writer(layout.store_id))
+    return AuditLog.open(Path(private_dir), writer)
 
 
 def audit(layout: StoreLayout, kind: str, payload: Mapping[str, Any]) -> None:
     """Append one event to the store's audit log (raises when the log cannot be written:
     a store does not act on customer data without leaving its trace)."""
     _log(layout).append(kind, payload)
+
+
+def audit_run_start(
+    context: Any, layout: StoreLayout, task: str, details: Mapping[str, Any] | None = None
+) -> None:
+    """``run_start`` once per run and task (remembered in the run's ``Context.state``, which
+    outlives the agent's process)."""
+    from flwr.app import ConfigRecord
+
+    key = f"fedcrm.audit.{task}"
+    if key in context.state.config_records:
+        return
+    audit(layout, "run_start", {"run_id": str(context.run_id), "task": task, **(details or {})})
+    context.state.config_records[key] = ConfigRecord({"started": True})
 
 
 def audit_preparation(layout: StoreLayout, run_id: Any, task: str, prepared: Any) -> None:

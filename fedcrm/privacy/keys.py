@@ -43,6 +43,7 @@ __all__ = [
     "StoreKeys",
     "key_fingerprint",
     "load_pseudonym_map",
+    "read_secret_file",
     "write_pseudonym_map",
 ]
 
@@ -115,7 +116,9 @@ class StoreKeys:
         return cls(key, linkage)
 
 
-def _read_key(path: Path, what: str) -> bytes:
+def read_secret_file(path: Path, what: str) -> bytes:
+    """The bytes of a secret file (fail closed: PrivacyError naming the file); a
+    :class:`PrivacyWarning` when other users can access it."""
     try:
         raw = path.read_bytes()
         mode = path.stat().st_mode
@@ -126,8 +129,13 @@ def _read_key(path: Path, what: str) -> bytes:
             f"{path}: the {what} is accessible to other users (mode {oct(mode & 0o777)}); "
             f"run: chmod 600 {path}",
             PrivacyWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
+    return raw
+
+
+def _read_key(path: Path, what: str) -> bytes:
+    raw = read_secret_file(path, what)
     if len(raw) == KEY_BYTES:
         return raw
     text = raw.strip()

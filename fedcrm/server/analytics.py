@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import Context
 from flwr.common import (
     EvaluateIns,
     EvaluateRes,
@@ -141,25 +141,10 @@ def query_context_for(config: FederationConfig) -> Any:
 def _budget_answers(
     grid: Grid, nodes: list[int], plan: QueryPlan, timeout: float
 ) -> dict[int, dict[str, float]]:
-    messages = [
-        Message(
-            RecordDict({"query": ConfigRecord(plan.to_config())}),  # type: ignore[arg-type]
-            dst_node_id=nid,
-            message_type=ANALYTICS_BUDGET_QUERY,
-        )
-        for nid in nodes
-    ]
-    answers: dict[int, dict[str, float]] = {}
-    for reply in grid.send_and_receive(messages, timeout=timeout):
-        node = reply.metadata.src_node_id
-        if reply.has_error():
-            logger.warning("store %s did not answer the analytics budget query: %s", node,
-                           reply.error)  # fmt: skip
-            continue
-        metrics = reply.content.metric_records.get("budget")
-        if metrics is not None:
-            answers[node] = {k: float(v) for k, v in metrics.items()}  # type: ignore[arg-type]
-    return answers
+    from fedcrm.server.app import ask_stores
+
+    content = ("query", plan.to_config())
+    return ask_stores(grid, nodes, ANALYTICS_BUDGET_QUERY, content, "budget", timeout)
 
 
 def _workflow(config: FederationConfig) -> DefaultWorkflow:

@@ -202,14 +202,20 @@ def _wait_for_nodes(grid: Grid, want: int, timeout: float) -> list[int]:
         time.sleep(0.2)
 
 
-def _query(
-    grid: Grid, nodes: list[int], message_type: str, plan: TrainingPlan, timeout: float
+def ask_stores(
+    grid: Grid,
+    nodes: list[int],
+    message_type: str,
+    content: tuple[str, Mapping[str, Any]],
+    reply_record: str,
+    timeout: float,
 ) -> dict[int, dict[str, float]]:
-    """Send ``message_type`` with the plan to every node; numeric answers by node id."""
-    record = "budget" if message_type == BUDGET_QUERY else "report"
+    """Send ``message_type`` carrying the config record ``content = (name, values)`` to every
+    node; the numbers of each reply's ``reply_record``, by node id (errors logged, skipped)."""
+    name, values = content
     messages = [
         Message(
-            RecordDict({"plan": ConfigRecord(plan.to_config())}),  # type: ignore[arg-type]
+            RecordDict({name: ConfigRecord(dict(values))}),  # type: ignore[arg-type]
             dst_node_id=nid,
             message_type=message_type,
         )
@@ -221,10 +227,18 @@ def _query(
         if reply.has_error():
             logger.warning("store %s did not answer %s: %s", node, message_type, reply.error)
             continue
-        metrics = reply.content.metric_records.get(record)
+        metrics = reply.content.metric_records.get(reply_record)
         if metrics is not None:
             answers[node] = {k: float(v) for k, v in metrics.items()}  # type: ignore[arg-type]
     return answers
+
+
+def _query(
+    grid: Grid, nodes: list[int], message_type: str, plan: TrainingPlan, timeout: float
+) -> dict[int, dict[str, float]]:
+    """Send ``message_type`` with the plan to every node; numeric answers by node id."""
+    record = "budget" if message_type == BUDGET_QUERY else "report"
+    return ask_stores(grid, nodes, message_type, ("plan", plan.to_config()), record, timeout)
 
 
 def _refusal_message(first: int, last: int, a: Mapping[str, float]) -> str:
@@ -581,7 +595,7 @@ class _Coordinator:
 
     def run_analytics_only(self) -> dict[str, Any]:
         """``mode = analytics``: the queries alone; ``RUN/analytics.json`` sums them up."""
-        import json as _json
+        from fedcrm.data.atomic import atomic_file
 
         began = time.perf_counter()
         out = self.config.run_path
@@ -593,9 +607,8 @@ class _Coordinator:
             "queries": self.analytics(nodes, out),
             "wall_seconds": round(time.perf_counter() - began, 3),
         }
-        (out / "analytics.json").write_text(
-            _json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
+        with atomic_file(out / "analytics.json") as tmp:
+            tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", "utf-8")
         self.end_audit("completed")
         return summary
 
