@@ -60,6 +60,23 @@ def test_fresh_never_replaces_data_fedcrm_did_not_generate(tmp_path: Path, make_
     assert sorted(p.name for p in store.parent.iterdir()) == before
 
 
+def test_fresh_never_replaces_an_imported_chain_that_declares_its_categories(
+    tmp_path: Path, make_store
+):
+    """An imported chain (e.g. fedcrm.data.completejourney) writes chain.json too, for its
+    category taxonomy: only the synthetic generator's manifest lets --fresh replace it."""
+    store = make_store("imported_store")
+    manifest = store.parent / "chain.json"
+    manifest.write_text('{"source": "fedcrm.data.completejourney", "categories": ["a"]}', "utf-8")
+    before = sorted(p.name for p in store.parent.iterdir())
+    result = runner.invoke(
+        app, ["demo", "--fresh", "--out", str(tmp_path / "run"), "--data", str(store.parent)]
+    )
+    assert result.exit_code == 1
+    assert "not a generated synthetic chain" in result.output
+    assert sorted(p.name for p in store.parent.iterdir()) == before
+
+
 def test_fresh_never_replaces_an_output_that_is_not_a_run(tmp_path: Path):
     out = tmp_path / "notes"
     out.mkdir()

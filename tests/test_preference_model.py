@@ -226,8 +226,6 @@ def test_custom_criterion_and_validation() -> None:
 
 
 def test_buy_again_per_sample_gradient_matches_autograd() -> None:
-    from fedcrm.models.preference import _buy_again_grad_sample
-
     torch.manual_seed(1)
     layer = BuyAgain()
     with torch.no_grad():
@@ -239,7 +237,7 @@ def test_buy_again_per_sample_gradient_matches_autograd() -> None:
         layer.zero_grad()
         (layer(share[i : i + 1]) * backprops[i : i + 1]).sum().backward()
         expected.append(layer.weight.grad.clone())
-    got = _buy_again_grad_sample(layer, [share], backprops)[layer.weight]
+    got = BuyAgain.grad_sample(layer, [share], backprops)[layer.weight]
     torch.testing.assert_close(got, torch.stack(expected))
 
 

@@ -10,6 +10,7 @@ from fedcrm.cli import data_commands as _data_commands  # noqa: F401 - registers
 from fedcrm.cli import erasure_commands as _erasure_commands  # noqa: F401 - registers erase
 from fedcrm.cli import pipeline_commands as _pipeline_commands  # noqa: F401 - registers prepare/demo
 from fedcrm.cli import pki_commands as _pki_commands  # noqa: F401 - registers pki init/check
+from fedcrm.cli import realdata_commands as _realdata_commands  # noqa: F401 - completejourney
 from fedcrm.cli import report_commands as _report_commands  # noqa: F401 - registers report
 from fedcrm.cli import scoring_commands as _scoring_commands  # noqa: F401 - registers score
 from fedcrm.cli import training_commands as _training_commands  # noqa: F401 - registers train

@@ -162,12 +162,24 @@ def _store_to_score(roots: list[Path], name: str | None) -> Path:
 
 def _refuse_non_synthetic(data: Path) -> None:
     """``--fresh`` may replace a generated chain, never a store's real (imported) data."""
+    import json
+
     from fedcrm.synthetic.chain import CHAIN_MANIFEST
 
-    if data.exists() and not (data / CHAIN_MANIFEST).is_file():
+    if not data.exists():
+        return
+    manifest = data / CHAIN_MANIFEST
+    generator = None
+    if manifest.is_file():
+        try:
+            generator = json.loads(manifest.read_text(encoding="utf-8")).get("generator")
+        except (ValueError, AttributeError):
+            generator = None
+    if generator != "fedcrm.synthetic":
         raise OutputExistsError(
-            f"{data}: not a generated synthetic chain (no {CHAIN_MANIFEST}); --fresh only "
-            "regenerates synthetic data"
+            f"{data}: not a generated synthetic chain ({CHAIN_MANIFEST} does not name the "
+            "fedcrm.synthetic generator; an imported chain declares its categories there "
+            "too); --fresh only regenerates synthetic data"
         )
 
 

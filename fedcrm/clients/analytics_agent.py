@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from fedcrm.analytics.plan import QueryPlan
 from fedcrm.errors import BudgetExceededError, ConfigError
@@ -126,14 +127,17 @@ def _prepared(settings: Any, plan: QueryPlan, run_id: int, store: Any) -> Any:
 
 def _store_delta(settings: Any, plan: QueryPlan, run_id: int) -> float:
     """The store's lifetime δ: its ledger's, else min(plan δ, default_delta(N)) with N the
-    customers on file (the store's tables are read only in that case)."""
+    customers whose analytics consent is in force now (the store's tables are read only in
+    that case; a customer without consent does not move δ)."""
     from fedcrm.privacy.accounting import default_delta
+    from fedcrm.privacy.consent import filter_by_consent
     from fedcrm.privacy.ledger import PrivacyLedger
 
     recorded = PrivacyLedger.recorded_delta(settings.layout)
     if recorded:
         return float(recorded)
-    population = len(_store(settings, run_id).customers)
+    consented = filter_by_consent(_store(settings, run_id), ANALYTICS_PURPOSE, pd.Timestamp.now())
+    population = consented.report.included
     ceiling = float(default_delta(max(1, population)))
     return min(plan.delta, ceiling) if plan.delta else ceiling
 
@@ -268,7 +272,13 @@ def store_counts(settings: Any, plan: QueryPlan, run_id: int) -> np.ndarray:
         store_format = "other"
     coverage = None
     if plan.name == "consent_coverage":
-        coverage = consent_coverage_counts(store, prepared.features.cutoff)
+        # the census of consent states: erased customers are not on file, and each consent
+        # is judged at processing time (like every other release), so a withdrawal before
+        # this run counts as withdrawn
+        from fedcrm.privacy.erasure import exclude_erased
+
+        on_file, _ = exclude_erased(store, settings.layout)
+        coverage = consent_coverage_counts(on_file, pd.Timestamp.now())
     counts = np.asarray(query.counts(StoreView(store_format, prepared, coverage)), np.int64)
     if counts.shape != (len(query.cells),):
         raise ConfigError(

@@ -24,6 +24,7 @@ training messages.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -110,12 +111,17 @@ def build_client_app(defaults: Mapping[str, Any] | None = None) -> ClientApp:
         fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
         if QueryPlan.is_query(fitins.config):
             return _answer(msg, fitins.config, context)
+        began = time.perf_counter()
         plan = TrainingPlan.from_config(fitins.config)
         agent = agent_for(context, plan, baked)
         outcome = agent.fit(
             parameters_to_ndarrays(fitins.parameters), int(fitins.config["server-round"]), context
         )
-        metrics: dict[str, Scalar] = {**outcome.metrics}
+        # the store's handling time (preparation when not cached, DP-SGD): timing only
+        metrics: dict[str, Scalar] = {
+            **outcome.metrics,
+            "compute_seconds": round(time.perf_counter() - began, 3),
+        }
         fitres = FitRes(_OK, ndarrays_to_parameters(outcome.deltas), outcome.num_examples, metrics)
         return Message(compat.fitres_to_recorddict(fitres, keep_input=False), reply_to=msg)
 

@@ -218,9 +218,9 @@ def _labels_and_history(
         np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), len(vocabulary)
     )
     if "category" in transactions.columns:
-        from fedcrm.models.preference import category_history
+        from fedcrm.models.features import purchase_history
 
-        history = category_history(features.customer_ids, transactions, features.cutoff, vocabulary)
+        history = purchase_history(features.customer_ids, transactions, features.cutoff, vocabulary)
     return labels, history
 
 

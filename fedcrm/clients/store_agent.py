@@ -255,6 +255,36 @@ class _Data:
     history_eval: Any = None  # preference: held-out customers' pre-cutoff category counts
     popularity: np.ndarray | None = None  # preference: training customers' category counts
 
+    _ARRAYS = ("x_train", "y_train", "x_eval", "y_eval")
+
+    def as_arrays(self) -> dict[str, np.ndarray]:
+        """Numeric arrays only (for :mod:`fedcrm.clients.task_cache`)."""
+        arrays = {name: getattr(self, name) for name in self._ARRAYS}
+        if self.history_eval is not None:
+            h = self.history_eval
+            arrays.update(history_indptr=h.indptr, history_indices=h.indices,
+                          history_data=h.data, history_cols=np.asarray(h.n_cols))  # fmt: skip
+        if self.popularity is not None:
+            arrays["popularity"] = self.popularity
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> _Data | None:
+        """The inverse of :meth:`as_arrays`; None when arrays are missing."""
+        from fedcrm.models.vocabulary import SparseRows
+
+        if any(name not in arrays for name in cls._ARRAYS):
+            return None
+        history = None
+        if "history_indptr" in arrays:
+            history = SparseRows(arrays["history_indptr"], arrays["history_indices"],
+                                 arrays["history_data"], int(arrays["history_cols"]))  # fmt: skip
+        return cls(
+            *(arrays[name] for name in cls._ARRAYS),
+            history_eval=history,
+            popularity=arrays.get("popularity"),
+        )
+
 
 #: This run's preparation of each store, shared by its tasks: {(run, store, cutoff, horizon,
 #: feature spec): PreparedStore}. Consent is thus read once per run, at its first task.
@@ -480,9 +510,19 @@ class StoreAgent:
 
     @property
     def data(self) -> _Data:
-        """The store's prepared, split data (prepared on first use, then kept)."""
+        """The store's prepared, split data: prepared at the task's first use in this run,
+        then kept in memory and in the store's task cache (:mod:`fedcrm.clients.task_cache`),
+        which later processes of the run read instead of preparing again."""
         if self._data is None:
-            self._data = _prepare(self.settings, self.plan, self.run_id)
+            from fedcrm.clients import task_cache
+
+            layout, digest = self.settings.layout, self.plan.digest
+            cached = task_cache.load_arrays(layout, self.run_id, digest)
+            data = _Data.from_arrays(cached) if cached is not None else None
+            if data is None:
+                data = _prepare(self.settings, self.plan, self.run_id)
+                task_cache.save_arrays(layout, self.run_id, digest, data.as_arrays())
+            self._data = data
         return self._data
 
     # ledger ------------------------------------------------------------------------------
@@ -753,6 +793,9 @@ class StoreAgent:
             },
         )
         report.update(head_metrics(self.settings.layout))  # what the coordinator records
+        from fedcrm.clients.task_cache import discard_arrays
+
+        discard_arrays(self.settings.layout, self.run_id, self.plan.digest)  # the task is over
         return report
 
 

@@ -16,7 +16,6 @@ always fail: dropping a revocation would grant consent.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -30,6 +29,7 @@ import pandas as pd
 
 from fedcrm.data.atomic import atomic_directory
 from fedcrm.data.contract import CONSENTS, TRANSACTIONS, ValidationLimits
+from fedcrm.data.digest import file_sha256
 from fedcrm.data.findings import Finding
 from fedcrm.data.import_consent import (
     ALL_GRANTED,
@@ -299,14 +299,6 @@ def _refuse_existing_output(out: Path, overwrite: bool) -> None:
 # --- manifest and final check --------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _base_manifest(
     req: ImportRequest,
     split: str,
@@ -317,7 +309,7 @@ def _base_manifest(
 ) -> dict[str, Any]:
     """The manifest shared by every store of the import (no customer data)."""
     imported_at = datetime.now(UTC).isoformat(timespec="seconds")
-    source_sha = _sha256(req.source)
+    source_sha = file_sha256(req.source)
     provenance: dict[str, Any] = {
         "tool": "fedcrm import",
         "imported_at": imported_at,
@@ -334,7 +326,7 @@ def _base_manifest(
     manifest: dict[str, Any] = {"format": "parquet", "provenance": provenance}
     if isinstance(req.consent, Path):
         provenance["consent_file"] = req.consent.name
-        provenance["consent_file_sha256"] = _sha256(req.consent)
+        provenance["consent_file_sha256"] = file_sha256(req.consent)
     else:
         manifest["consent_declaration"] = declaration_manifest(
             imported_at, req.source.name, source_sha, earliest

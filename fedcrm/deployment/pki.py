@@ -621,6 +621,8 @@ def _readme(
         "  stores/<store>/audit.key     SECRET  store audit signing key; install as",
         "        STORE/.fedcrm/keys/audit-store-<store>.key (mode 0600), with audit.pub as",
         "        STORE/.fedcrm/keys/audit-store-<store>.pub",
+        "        (<store> must be the store's store_id in STORE/store.json: name the",
+        "        stores by their ids in `fedcrm pki init --stores`)",
         "  supernode.pub and audit.pub are public: the coordinator keeps copies.",
         "",
         "Coordinator",

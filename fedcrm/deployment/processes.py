@@ -49,6 +49,8 @@ __all__ = [
 #: Environment variable whose value marks every process of one local deployment.
 TAG_VARIABLE = "FEDCRM_PROCESS_TAG"
 LOOPBACK = "127.0.0.1"
+#: ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL`` for the processes started here (Flower: 1 s).
+SUPEREXEC_POLL_SECONDS = "0.2"
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,8 @@ def flower_env(
         FLWR_TELEMETRY_ENABLED="0",
         FLWR_DISABLE_UPDATE_CHECK="1",
         FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
+        # SuperExec looks for new tasks every second by default: each message waits for it
+        FLWR_SUPEREXEC_TASK_POLL_INTERVAL=SUPEREXEC_POLL_SECONDS,
     )
     if flwr_home is not None:
         env["FLWR_HOME"] = str(flwr_home)

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from opacus.grad_sample import register_grad_sampler
 from torch import nn
 from torch.nn import functional
 
@@ -112,13 +111,14 @@ class BuyAgain(nn.Module):
     def forward(self, share: torch.Tensor) -> torch.Tensor:
         return _own_history(share) @ self.weight
 
-
-@register_grad_sampler(BuyAgain)
-def _buy_again_grad_sample(
-    layer: BuyAgain, activations: list[torch.Tensor], backprops: torch.Tensor
-) -> dict[nn.Parameter, torch.Tensor]:
-    """Per-customer gradient of ``w``: Σ_c ∂loss/∂logit_c · features_c, shape (B, 2)."""
-    return {layer.weight: torch.einsum("bv,bvk->bk", backprops, _own_history(activations[0]))}
+    @staticmethod
+    def grad_sample(
+        layer: BuyAgain, activations: list[torch.Tensor], backprops: torch.Tensor
+    ) -> dict[nn.Parameter, torch.Tensor]:
+        """Per-customer gradient of ``w`` for Opacus (registered by
+        :func:`~fedcrm.privacy.dp_sgd.train_dp`): Σ_c ∂loss/∂logit_c · features_c, (B, 2)."""
+        own = _own_history(activations[0])
+        return {layer.weight: torch.einsum("bv,bvk->bk", backprops, own)}
 
 
 class PreferenceModel(nn.Module):

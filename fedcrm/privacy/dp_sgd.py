@@ -248,6 +248,7 @@ def train_dp(
             f"criterion.reduction must be 'mean' (got {criterion.reduction!r}); "
             "Opacus switches it to 'none' to clip per-row losses"
         )
+    _register_grad_samplers(model)
     xt, yt = _as_arrays(x, y)
     n = len(xt)
     batch = effective_batch_size(n, config.expected_batch_size)
@@ -264,6 +265,18 @@ def train_dp(
         criterion = _default_criterion(multi_label=yt.ndim == 2, pos_weight=pos_weight)
     with _opacus_notices_handled():
         return _train(model, xt, yt, config, batch, criterion, optimizer, sampling, noise)
+
+
+def _register_grad_samplers(model: nn.Module) -> None:
+    """Register with Opacus the per-sample gradient of every layer type in ``model`` that
+    defines one (a static ``grad_sample(layer, activations, backprops)``), so that models
+    need not import Opacus to be built or evaluated."""
+    from opacus.grad_sample import register_grad_sampler
+
+    for layer_type in {type(m) for m in model.modules()}:
+        sampler = layer_type.__dict__.get("grad_sample")
+        if isinstance(sampler, staticmethod):  # registering again replaces it with itself
+            register_grad_sampler(layer_type)(sampler.__func__)
 
 
 def _default_criterion(*, multi_label: bool, pos_weight: float | None) -> nn.Module:

@@ -82,6 +82,7 @@ ALLOWED_METRICS: frozenset[str] = frozenset(
         "brier",
         "num_examples",
         "steps",
+        "compute_seconds",  # the store's handling time of a training message
         # the privacy plan and decisions (numbers only; the coordinator writes the words)
         "refused",
         "allowed_rounds",

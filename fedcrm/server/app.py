@@ -84,15 +84,23 @@ LIMITATIONS = (
 )
 
 
+#: How often the coordinator asks the SuperLink for replies it is waiting for.
+REPLY_POLL_SECONDS = 0.2
+
+
 class FederationAborted(FedcrmError):
     """The runtime around the coordinator stopped (e.g. the simulation engine crashed)."""
 
 
 class _StoppableGrid(Grid):
-    """A Grid that gives up waiting as soon as ``stop`` is set.
+    """A Grid that polls for replies every ``poll`` seconds and gives up waiting as soon as
+    ``stop`` is set.
 
-    Flower's simulation runs the ServerApp in a non-daemon thread that keeps waiting for
-    replies after the simulation engine has crashed; this ends it promptly instead.
+    Flower's deployment Grid sleeps 3 s between pulls of replies, which adds up to 3 s to
+    every exchange (a SecAgg+ round is four); this one asks again after ``poll`` through the
+    same public ``pull_messages``. Flower's simulation runs the ServerApp in a non-daemon
+    thread that keeps waiting for replies after the simulation engine has crashed; ``stop``
+    ends it promptly instead.
     """
 
     def __init__(
@@ -405,7 +413,9 @@ class _Coordinator:
                 )  # fmt: skip
         return allowed, answers
 
-    def strategy(self, task: _Task, allowed: dict[int, int]) -> RoundRecorder:
+    def strategy(
+        self, task: _Task, allowed: dict[int, int], answers: Mapping[int, Mapping[str, float]]
+    ) -> RoundRecorder:
         config = self.config
         plan_config: dict[str, Scalar] = dict(task.plan.to_config())
 
@@ -423,22 +433,38 @@ class _Coordinator:
             server_momentum=config.server_momentum,
             on_fit_config_fn=fit_config,
             on_evaluate_config_fn=fit_config,
+            aggregation=config.aggregation,
+            robust_trim=config.robust_trim,
+            robust_malicious=config.robust_malicious,
         )
         gate = ParticipationGate(base, allowed, min_stores=config.min_stores, on_event=on_event)
-        # max-update-norm is set for the churn model; a larger model's update of the same
-        # per-parameter size has a norm larger by √(its parameters / churn's parameters)
+        # max-update-norm > 0: one fixed bound, set for the churn model (a larger model's
+        # update of the same per-parameter size has a norm larger by √(its parameters /
+        # churn's parameters)); 0: each store's bound from its DP plan
         scale = math.sqrt(_size(task.initial) / _size(self.churn.initial))
+        bounds = None
+        if config.max_update_norm == 0:
+            from fedcrm.server.update_bounds import store_update_bounds
+
+            bounds = store_update_bounds(
+                answers,
+                learning_rate=task.plan.learning_rate,
+                clip_norm=task.plan.clip_norm,
+                parameters=_size(task.initial),
+            )
         validator = UpdateValidator(
             gate,
             task.initial,
-            max_update_norm=config.max_update_norm * scale,
+            max_update_norm=config.max_update_norm * scale if config.max_update_norm else 0.0,
             secure_aggregation=config.secagg,
             on_event=on_event,
+            bounds=bounds,
         )
         return RoundRecorder(
             validator,
             on_model=task.run.write_checkpoint,
             on_metrics=lambda r, record: self.round_metrics(task, r, record),
+            on_event=on_event,
         )
 
     def workflow(self, answers: dict[int, dict[str, float]]) -> DefaultWorkflow:
@@ -466,7 +492,7 @@ class _Coordinator:
         privacy reports of one task."""
         began = time.perf_counter()
         allowed, answers = self.budget_round(task, nodes)
-        strategy = self.strategy(task, allowed)
+        strategy = self.strategy(task, allowed, answers)
         legacy = LegacyContext(
             self.context, config=ServerConfig(num_rounds=task.plan.num_rounds), strategy=strategy
         )
@@ -489,12 +515,19 @@ class _Coordinator:
         rejections = [
             e for e in self.run.read_events("rejected") if e.get("task", "churn") == task.name
         ]
+        incidents = [
+            e
+            for kind in ("dropped", "failed")
+            for e in self.run.read_events(kind)
+            if e.get("task", "churn") == task.name
+        ]
         return {
             "stores": stores,
             "labels": labels,
             "history": history,
             "refusals": refusals,
             "rejections": rejections,
+            "incidents": incidents,
             "model_files": model_files,
             "privacy": privacy_summary(stores, labels, task.target_epsilon, task.name),
             "seconds": round(time.perf_counter() - began, 3),
@@ -526,6 +559,7 @@ class _Coordinator:
             "stores": churn["stores"],
             "refusals": churn["refusals"],
             "rejections": churn["rejections"],
+            "incidents": churn["incidents"],
             "model": {k: str(v) for k, v in churn["model_files"].items()},
             "model_card": str(self.run.model_card_path),
             "preference": self.train_preference(nodes),
@@ -682,7 +716,9 @@ class _Coordinator:
                 "server_optimizer": c.server_optimizer,
                 "server_learning_rate": c.server_learning_rate,
                 "secure_aggregation": c.secagg,
-                "max_update_norm": c.max_update_norm,
+                "aggregation": c.aggregation,
+                "max_update_norm": c.max_update_norm
+                or "per store, from its DP plan (fedcrm.server.update_bounds)",
             },
             "privacy": {
                 "mechanism": "DP-SGD in each store (Poisson sampling, per-customer clipping)",
@@ -734,8 +770,7 @@ def build_server_app(
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
         config = FederationConfig.from_run_config({**baked, **dict(context.run_config)})
-        if stop is not None or tap is not None:
-            grid = _StoppableGrid(grid, stop or threading.Event(), tap=tap)
+        grid = _StoppableGrid(grid, stop or threading.Event(), tap=tap, poll=REPLY_POLL_SECONDS)
         coordinator = _Coordinator(config, grid, context, on_round)
         if config.mode == "analytics":
             coordinator.run_analytics_only()

@@ -12,11 +12,11 @@ so a copy of a run carries the public key (``RUN/audit.pub``) but not the privat
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from fedcrm.data.digest import file_sha256
 from fedcrm.server.run_config import FederationConfig
 
 __all__ = ["COORDINATOR_WRITER", "coordinator_log", "file_digests", "record_store_heads"]
@@ -58,5 +58,5 @@ def file_digests(files: Mapping[str, Any]) -> dict[str, str]:
     """SHA-256 of each written file (model versions), by name."""
     out = {}
     for name, path in files.items():
-        out[str(name)] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        out[str(name)] = file_sha256(Path(path))
     return out

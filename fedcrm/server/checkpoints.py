@@ -135,7 +135,7 @@ class RunDirectory:
         return path
 
     def read_events(self, kind: str) -> list[dict[str, Any]]:
-        path = self.root / _EVENT_FILES[kind]
+        path = self.root / _EVENT_FILES.get(kind, "events.jsonl")
         if not path.is_file():
             return []
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]

@@ -26,6 +26,12 @@ server-optimizer         str        "fedadam"   "fedavg" | "fedavgm" | "fedadam"
 server-learning-rate     float      0.05        server learning rate (FedAvgM / FedAdam)
 server-momentum          float      0.9         FedAvgM momentum
 secagg                   bool       true        SecAgg+ secure aggregation of updates
+aggregation              str        "mean"      "mean" (the server optimizer's weighted
+                                                mean) | "trimmed-mean" | "median" | "krum":
+                                                robust rules over each store's update, which
+                                                need secagg=false and replace the optimizer
+robust-trim              float      0.2         trimmed-mean: share cut at each end
+robust-malicious         int        1           krum: stores assumed hostile (f)
 min-stores               int        2           fewer participating stores skip the round
 expected-stores          int        0           stores to wait for at start (0: min-stores)
 cutoff                   str        ""          observation cutoff T (ISO date); "" → latest
@@ -36,8 +42,11 @@ feature-spec             str        ""          FeatureSpec JSON; "" → from ch
                                                 categories, else FeatureSpec()
 eval-fraction            float      0.2         share of each store's customers held out for
                                                 federated evaluation (by pseudonym hash)
-max-update-norm          float      10.0        L2 bound on a store's (or the aggregate)
-                                                update; larger updates are rejected
+max-update-norm          float      0.0         L2 bound on a store's (or the aggregate)
+                                                update; larger updates are rejected. 0: each
+                                                store's bound from its DP plan (the largest
+                                                norm honest DP-SGD can produce,
+                                                fedcrm.server.update_bounds)
 secagg-clipping-range    float      8.0         SecAgg+ quantisation range for update values
 node-timeout             float      300.0       seconds to wait for stores and replies
 preference               bool       true        also train the category preference model (when
@@ -65,10 +74,11 @@ from typing import Any
 
 from fedcrm.errors import ConfigError
 
-__all__ = ["MODEL_NAMES", "SERVER_OPTIMIZERS", "FederationConfig"]
+__all__ = ["AGGREGATIONS", "MODEL_NAMES", "SERVER_OPTIMIZERS", "FederationConfig"]
 
 MODEL_NAMES: tuple[str, ...] = ("logistic", "mlp")
 SERVER_OPTIMIZERS: tuple[str, ...] = ("fedavg", "fedavgm", "fedadam")
+AGGREGATIONS: tuple[str, ...] = ("mean", "trimmed-mean", "median", "krum")
 #: "train": the models (then any analytics-queries); "analytics": the queries only.
 RUN_MODES: tuple[str, ...] = ("train", "analytics")
 
@@ -92,6 +102,9 @@ class FederationConfig:
     server_learning_rate: float = field(default=0.05, metadata={"key": "server-learning-rate"})
     server_momentum: float = field(default=0.9, metadata={"key": "server-momentum"})
     secagg: bool = field(default=True, metadata={"key": "secagg"})
+    aggregation: str = field(default="mean", metadata={"key": "aggregation"})
+    robust_trim: float = field(default=0.2, metadata={"key": "robust-trim"})
+    robust_malicious: int = field(default=1, metadata={"key": "robust-malicious"})
     min_stores: int = field(default=2, metadata={"key": "min-stores"})
     expected_stores: int = field(default=0, metadata={"key": "expected-stores"})
     cutoff: str = field(default="", metadata={"key": "cutoff"})
@@ -99,7 +112,7 @@ class FederationConfig:
     seed: int = field(default=7, metadata={"key": "seed"})
     feature_spec: str = field(default="", metadata={"key": "feature-spec"})
     eval_fraction: float = field(default=0.2, metadata={"key": "eval-fraction"})
-    max_update_norm: float = field(default=10.0, metadata={"key": "max-update-norm"})
+    max_update_norm: float = field(default=0.0, metadata={"key": "max-update-norm"})
     secagg_clipping_range: float = field(default=8.0, metadata={"key": "secagg-clipping-range"})
     node_timeout: float = field(default=300.0, metadata={"key": "node-timeout"})
     preference: bool = field(default=True, metadata={"key": "preference"})
@@ -135,7 +148,6 @@ class FederationConfig:
             ("learning-rate", self.learning_rate),
             ("clip-norm", self.clip_norm),
             ("server-learning-rate", self.server_learning_rate),
-            ("max-update-norm", self.max_update_norm),
             ("secagg-clipping-range", self.secagg_clipping_range),
             ("node-timeout", self.node_timeout),
         ):
@@ -181,6 +193,26 @@ class FederationConfig:
                 f"server-optimizer must be one of {SERVER_OPTIMIZERS} "
                 f"(got {self.server_optimizer!r})"
             )
+        if not (self.max_update_norm >= 0 and math.isfinite(self.max_update_norm)):
+            raise ConfigError(
+                f"max-update-norm must be >= 0 (0: from each store's plan; got "
+                f"{self.max_update_norm})"
+            )
+        if self.aggregation not in AGGREGATIONS:
+            raise ConfigError(
+                f"aggregation must be one of {AGGREGATIONS} (got {self.aggregation!r})"
+            )
+        if self.aggregation != "mean" and self.secagg:
+            raise ConfigError(
+                f"aggregation = {self.aggregation!r} ranks or trims each store's update, and "
+                "SecAgg+ shows the coordinator only their sum: set secagg=false to use it, or "
+                "keep aggregation='mean' (under SecAgg+ the per-customer clipping in each "
+                "store and the aggregate's norm check are what bound a hostile store)"
+            )
+        if not 0 <= self.robust_trim < 0.5:
+            raise ConfigError(f"robust-trim must be in [0, 0.5) (got {self.robust_trim})")
+        if self.robust_malicious < 0:
+            raise ConfigError(f"robust-malicious must be >= 0 (got {self.robust_malicious})")
         if self.min_stores < 1 or self.expected_stores < 0:
             raise ConfigError("min-stores must be >= 1 and expected-stores >= 0")
         if self.secagg and self.min_stores < 2:

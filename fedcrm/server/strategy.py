@@ -6,18 +6,27 @@ stack, outermost first::
     RoundRecorder        checkpoint + metrics per round (the centralised-evaluate hook)
     UpdateValidator      deltas → models; drops malformed, NaN or oversized updates
     ParticipationGate    leaves out stores whose budget does not cover the round
-    FedAvg | FedAvgM | FedAdam   (SERVER_OPTIMIZERS; weighted by num_examples)
+    FedAvg | FedAvgM | FedAdam   (SERVER_OPTIMIZERS; weighted by num_examples), or a
+    robust rule (ROBUST_AGGREGATIONS: FedTrimmedAvg | FedMedian | Krum; without SecAgg only)
 
 Stores send **deltas** (local − global). Without SecAgg the validator sees each store's
 delta and drops those with the wrong count, shape or dtype, non-finite values, an L2 norm
 above the bound, or weight 0 (a refusal). With SecAgg+ the coordinator sees only the weighted
 average delta (every result carries it), so the validator checks the aggregate instead and,
 if it is invalid, keeps the previous model. Every drop is reported to ``on_event``.
+
+Robust aggregation (``aggregation = trimmed-mean | median | krum``) needs every store's
+update in the clear, which is exactly what SecAgg+ withholds, so the configuration refuses
+the combination. Under SecAgg+ what bounds a hostile store is what each honest store enforces
+on its own update (per-customer clipping in DP-SGD, the egress guard) and the coordinator's
+check of the aggregate (finite, right shapes, norm ≤ the bound); a store running altered code
+can still shift the mean by up to the aggregate bound without being identified.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,12 +45,21 @@ from flwr.common import (
 )
 from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
-from flwr.server.strategy import FedAdam, FedAvg, FedAvgM, Strategy
+from flwr.server.strategy import (
+    FedAdam,
+    FedAvg,
+    FedAvgM,
+    FedMedian,
+    FedTrimmedAvg,
+    Krum,
+    Strategy,
+)
 
 from fedcrm.privacy.egress import RANKING_METRICS
 
 __all__ = [
     "AVERAGED_METRICS",
+    "ROBUST_AGGREGATIONS",
     "SERVER_OPTIMIZERS",
     "ParticipationGate",
     "RoundEvent",
@@ -60,7 +78,9 @@ Failures = list[tuple[ClientProxy, FitRes] | BaseException]
 
 @dataclass(frozen=True)
 class RoundEvent:
-    """Something the coordinator must record: ``kind`` is refused/rejected/excluded/skipped."""
+    """Something the coordinator must record: ``kind`` is refused/rejected/excluded/skipped,
+    ``dropped`` (a sampled store sent no result) or ``failed`` (a round that aggregated
+    nothing, e.g. SecAgg+ below its reconstruction threshold)."""
 
     kind: str
     server_round: int
@@ -118,14 +138,30 @@ def build_base_strategy(
     server_momentum: float,
     on_fit_config_fn: ConfigFn,
     on_evaluate_config_fn: ConfigFn,
+    aggregation: str = "mean",
+    robust_trim: float = 0.2,
+    robust_malicious: int = 1,
 ) -> Strategy:
-    """One of :data:`SERVER_OPTIMIZERS`; unknown names raise ValueError listing the valid ones."""
-    try:
-        factory = SERVER_OPTIMIZERS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown server optimizer {name!r}; valid: {sorted(SERVER_OPTIMIZERS)}"
-        ) from None
+    """One of :data:`SERVER_OPTIMIZERS` (``aggregation = "mean"``), else the robust rule of
+    :data:`ROBUST_AGGREGATIONS`; unknown names raise ValueError listing the valid ones."""
+    if aggregation != "mean":
+        try:
+            robust = ROBUST_AGGREGATIONS[aggregation]
+        except KeyError:
+            raise ValueError(
+                f"unknown aggregation {aggregation!r}; valid: mean, {sorted(ROBUST_AGGREGATIONS)}"
+            ) from None
+        name, factory = (
+            aggregation,
+            lambda common, lr, m: robust(common, robust_trim, robust_malicious),
+        )
+    else:
+        try:
+            factory = SERVER_OPTIMIZERS[name]
+        except KeyError:
+            raise ValueError(
+                f"unknown server optimizer {name!r}; valid: {sorted(SERVER_OPTIMIZERS)}"
+            ) from None
     common: dict[str, Any] = {
         "fraction_fit": 1.0,
         "fraction_evaluate": 1.0,
@@ -148,6 +184,18 @@ SERVER_OPTIMIZERS: dict[str, Callable[[dict[str, Any], float, float], Strategy]]
         **common, server_learning_rate=lr, server_momentum=momentum
     ),
     "fedadam": lambda common, lr, momentum: FedAdam(**common, eta=lr),
+}
+
+#: Robust rules over the stores' updates (each store's update must be visible: no SecAgg+).
+#: Flower's implementations: coordinate-wise trimmed mean (``trim`` cut at each end),
+#: coordinate-wise median, Krum with ``malicious`` = f (the update closest to its n - f - 2
+#: nearest neighbours; meaningful when n >= 2f + 3).
+ROBUST_AGGREGATIONS: dict[str, Callable[[dict[str, Any], float, int], Strategy]] = {
+    "trimmed-mean": lambda common, trim, malicious: FedTrimmedAvg(**common, beta=trim),
+    "median": lambda common, trim, malicious: FedMedian(**common),
+    "krum": lambda common, trim, malicious: Krum(
+        **common, num_malicious_clients=malicious, num_clients_to_keep=0
+    ),
 }
 
 
@@ -246,6 +294,10 @@ class UpdateValidator(StrategyWrapper):
     """Turns deltas into models and keeps malformed, NaN or oversized updates out.
 
     ``reference`` fixes the expected array count, shapes and dtypes (the initial model).
+    ``bounds`` gives each store's largest honest update norm
+    (:mod:`fedcrm.server.update_bounds`, from its DP plan); stores without one, and every
+    store when ``bounds`` is None, get ``max_update_norm``. The aggregate (SecAgg+) is held to
+    the largest bound.
     """
 
     def __init__(
@@ -256,8 +308,10 @@ class UpdateValidator(StrategyWrapper):
         max_update_norm: float,
         secure_aggregation: bool,
         on_event: EventSink,
+        bounds: Mapping[int, float] | None = None,
     ) -> None:
         super().__init__(inner)
+        self.bounds = dict(bounds or {})
         self.shapes = [a.shape for a in reference]
         self.dtypes = [a.dtype for a in reference]
         self.max_update_norm = max_update_norm
@@ -271,8 +325,17 @@ class UpdateValidator(StrategyWrapper):
         self._global = parameters_to_ndarrays(parameters)
         return self.inner.configure_fit(server_round, parameters, client_manager)
 
-    def problem(self, arrays: NDArrays, *, strict_dtype: bool) -> str | None:
-        """Why ``arrays`` is not an acceptable delta, or None."""
+    def bound(self, node_id: int | None) -> float:
+        """The norm bound of ``node_id``'s update (None: the aggregate)."""
+        if node_id is None:
+            return max(self.bounds.values(), default=self.max_update_norm)
+        return self.bounds.get(node_id, self.max_update_norm)
+
+    def problem(
+        self, arrays: NDArrays, *, strict_dtype: bool, bound: float | None = None
+    ) -> str | None:
+        """Why ``arrays`` is not an acceptable delta (norm bound: ``bound``, else
+        ``max_update_norm``), or None."""
         if len(arrays) != len(self.shapes):
             return f"{len(arrays)} arrays, expected {len(self.shapes)}"
         for i, (a, shape, dtype) in enumerate(zip(arrays, self.shapes, self.dtypes, strict=True)):
@@ -283,8 +346,9 @@ class UpdateValidator(StrategyWrapper):
             if not np.isfinite(a).all():
                 return f"array {i} holds NaN or inf"
         norm = float(np.sqrt(sum(float(np.sum(np.square(a, dtype=np.float64))) for a in arrays)))
-        if norm > self.max_update_norm:
-            return f"update norm {norm:.4g} exceeds the bound {self.max_update_norm:.4g}"
+        limit = self.max_update_norm if bound is None else bound
+        if norm > limit:
+            return f"update norm {norm:.4g} exceeds the bound {limit:.4g}"
         return None
 
     def _model_from(self, delta: NDArrays) -> Parameters:
@@ -341,7 +405,7 @@ class UpdateValidator(StrategyWrapper):
             except Exception:  # malformed bytes: whatever numpy raises
                 self._reject(server_round, proxy.node_id, "arrays are not readable")
                 continue
-            problem = self.problem(delta, strict_dtype=True)
+            problem = self.problem(delta, strict_dtype=True, bound=self.bound(proxy.node_id))
             if problem:
                 self._reject(server_round, proxy.node_id, problem)
                 continue
@@ -362,7 +426,7 @@ class UpdateValidator(StrategyWrapper):
             self._reject(server_round, None, "the aggregate is not readable")
             return []
         # SecAgg+ dequantises to float64; the dtype is restored from the reference.
-        problem = self.problem(delta, strict_dtype=False)
+        problem = self.problem(delta, strict_dtype=False, bound=self.bound(None))
         if problem:
             self._reject(server_round, None, f"aggregate: {problem}; kept the previous model")
             return []
@@ -373,7 +437,18 @@ class UpdateValidator(StrategyWrapper):
 class RoundRecorder(StrategyWrapper):
     """Calls ``on_model(round, arrays)`` after each fit round (Flower's centralised-evaluate
     hook, round 0 = the initial model) and ``on_metrics(round, payload)`` after fit and
-    federated evaluation."""
+    federated evaluation.
+
+    Timing per round: ``fit_seconds`` and ``evaluate_seconds`` are the coordinator's wall time
+    from configuring the stores to aggregating their replies (with SecAgg+, all four protocol
+    stages); ``store_seconds_max``/``store_seconds_mean`` are the stores' own handling time of
+    the training message (``compute_seconds``, reported by each store), so
+    ``fit_seconds - store_seconds_max`` is the round's coordination overhead.
+
+    Dropouts: a sampled store without a result is reported to ``on_event`` as ``dropped``; a
+    fit round that never reached aggregation (SecAgg+ aborts a stage when fewer stores than
+    its reconstruction threshold answer) as ``failed`` — the model stays as it was.
+    """
 
     def __init__(
         self,
@@ -381,33 +456,96 @@ class RoundRecorder(StrategyWrapper):
         *,
         on_model: Callable[[int, NDArrays], object],
         on_metrics: Callable[[int, dict[str, Any]], object],
+        on_event: EventSink | None = None,
     ) -> None:
         super().__init__(inner)
         self.on_model = on_model
         self.on_metrics = on_metrics
+        self.on_event = on_event
         self.rounds: dict[int, dict[str, Any]] = {}
+        self._started: dict[tuple[str, int], float] = {}
+        self._sampled: dict[int, list[int]] = {}
 
     def _update(self, server_round: int, **payload: Any) -> None:
         record = self.rounds.setdefault(server_round, {"round": server_round})
         record.update(payload)
         self.on_metrics(server_round, dict(record))
 
+    def _elapsed(self, phase: str, server_round: int) -> float | None:
+        began = self._started.pop((phase, server_round), None)
+        return None if began is None else round(time.perf_counter() - began, 3)
+
+    def configure_fit(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, FitIns]]:
+        self._started[("fit", server_round)] = time.perf_counter()
+        instructions = self.inner.configure_fit(server_round, parameters, client_manager)
+        self._sampled[server_round] = [proxy.node_id for proxy, _ in instructions]
+        return instructions
+
+    def _event(self, event: RoundEvent) -> None:
+        logger.warning("round %d: %s", event.server_round, event.reason)
+        if self.on_event is not None:
+            self.on_event(event)
+
     def aggregate_fit(
         self, server_round: int, results: list[tuple[ClientProxy, FitRes]], failures: Failures
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
+        store_seconds = [
+            float(res.metrics["compute_seconds"])
+            for _, res in results
+            if isinstance(res.metrics.get("compute_seconds"), int | float)
+        ]
+        sampled = self._sampled.pop(server_round, [])
+        answered = {proxy.node_id for proxy, _ in results}
+        for node_id in sampled:
+            if node_id not in answered:
+                self._event(RoundEvent("dropped", server_round, node_id,
+                                       "the store sent no training result this round"))  # fmt: skip
         params, metrics = self.inner.aggregate_fit(server_round, results, failures)
+        timing: dict[str, Any] = {
+            "fit_seconds": self._elapsed("fit", server_round),
+            "fit_sampled": len(sampled),
+        }
+        if store_seconds:
+            timing["store_seconds_max"] = round(max(store_seconds), 3)
+            timing["store_seconds_mean"] = round(sum(store_seconds) / len(store_seconds), 3)
         self._update(
             server_round,
             model_updated=params is not None,
             fit=dict(metrics),
             fit_results=len(results),
             fit_failures=len(failures),
+            **timing,
         )
         return params, metrics
+
+    def configure_evaluate(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, EvaluateIns]]:
+        self._started[("evaluate", server_round)] = time.perf_counter()
+        return self.inner.configure_evaluate(server_round, parameters, client_manager)
 
     def evaluate(
         self, server_round: int, parameters: Parameters
     ) -> tuple[float, dict[str, Scalar]] | None:
+        if ("fit", server_round) in self._started:  # configured, never aggregated
+            sampled = self._sampled.pop(server_round, [])
+            reason = (
+                f"the training round aggregated nothing ({len(sampled)} stores sampled; with "
+                "SecAgg+ fewer than its reconstruction threshold answered in time); "
+                "the model was not updated"
+            )
+            self._event(RoundEvent("failed", server_round, None, reason))
+            self._update(
+                server_round,
+                model_updated=False,
+                fit={},
+                fit_results=0,
+                fit_failures=len(sampled),
+                fit_sampled=len(sampled),
+                fit_seconds=self._elapsed("fit", server_round),
+            )
         self.on_model(server_round, parameters_to_ndarrays(parameters))
         return self.inner.evaluate(server_round, parameters)
 
@@ -424,5 +562,6 @@ class RoundRecorder(StrategyWrapper):
             evaluate=dict(metrics),
             evaluate_results=len(results),
             evaluate_failures=len(failures),
+            evaluate_seconds=self._elapsed("evaluate", server_round),
         )
         return loss, metrics
