@@ -203,3 +203,28 @@ def test_exact_reference_counts_every_analytics_consented_customer_once(pristine
     totals = exact_totals(plan, discover_stores(pristine))
     assert totals.dtype == np.int64 and (totals >= 0).all()
     assert 0 < totals.sum() <= 3 * 300 * 1.5  # no customer counted twice
+
+
+def test_secagg_with_a_sparse_neighbourhood_still_sums_exactly(tmp_path: Path) -> None:
+    """Four stores, ``secagg-max-shares = 3``: each store shares its keys with 3 neighbours
+    (not all), which is what keeps SecAgg+ linear in the stores; the total is still exact."""
+    chain = tmp_path / "chain"
+    generate_chain(chain, ChainParams(stores=4, customers_per_store=120, seed=9))
+    config = {"analytics-queries": "lifecycle_funnel", "analytics-epsilon": 1.0,
+              "analytics-k": 0, "lifetime-epsilon": 10.0, "secagg-max-shares": 3}  # fmt: skip
+    summary = run_analytics_queries(tmp_path / "out", chain, overrides=config)
+    assert summary["queries"]["lifecycle_funnel"]["status"] == "released"
+    document = json.loads((tmp_path / "out" / "lifecycle_funnel.json").read_text("utf-8"))
+    total = np.sum(_store_vectors(chain, "lifecycle_funnel"), axis=0)
+    floor = 3 * document["noise_std_total"]
+    for cell, want in zip(document["cells"], total, strict=True):
+        assert cell["count"] == (int(want) if want >= floor else None)
+
+
+def test_secagg_neighbourhood_is_all_stores_up_to_the_cap_then_odd() -> None:
+    from fedcrm.server.run_config import FederationConfig
+
+    config = FederationConfig.from_run_config({"secagg-max-shares": 10})
+    assert config.secagg_num_shares(3) == 1.0 and config.secagg_num_shares(10) == 1.0
+    assert config.secagg_num_shares(11) == 11 and config.secagg_num_shares(100) == 11
+    assert FederationConfig().secagg_num_shares(100) == 15

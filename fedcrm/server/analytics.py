@@ -147,12 +147,12 @@ def _budget_answers(
     return ask_stores(grid, nodes, ANALYTICS_BUDGET_QUERY, content, "budget", timeout)
 
 
-def _workflow(config: FederationConfig) -> DefaultWorkflow:
+def _workflow(config: FederationConfig, stores: int) -> DefaultWorkflow:
     if not config.secagg:
         return DefaultWorkflow()
     return DefaultWorkflow(
         fit_workflow=SecAggPlusWorkflow(
-            num_shares=1.0,
+            num_shares=config.secagg_num_shares(stores),
             reconstruction_threshold=0.67,
             max_weight=1.0,  # every store's answer has weight 1: the mean × stores is the sum
             clipping_range=float(ANSWER_CLIPPING_RANGE),
@@ -232,7 +232,7 @@ def run_analytics(
             continue
         strategy = QueryStrategy(plan, len(query.cells), set(nodes), config.secagg)
         legacy = LegacyContext(context, config=ServerConfig(num_rounds=1), strategy=strategy)
-        _workflow(config)(grid, legacy)
+        _workflow(config, len(nodes))(grid, legacy)
         if strategy.totals is None:
             reason = "; ".join(strategy.problems) or "no answer"
             document = refusal_document(

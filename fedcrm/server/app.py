@@ -478,7 +478,7 @@ class _Coordinator:
         max_weight = max([a.get("num_train", 1.0) for a in answers.values()] + [1.0])
         return DefaultWorkflow(
             fit_workflow=SecAggPlusWorkflow(
-                num_shares=1.0,  # every participating store holds a share
+                num_shares=self.config.secagg_num_shares(len(answers)),
                 reconstruction_threshold=0.67,
                 max_weight=max_weight,
                 clipping_range=self.config.secagg_clipping_range,

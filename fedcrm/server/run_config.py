@@ -48,6 +48,9 @@ max-update-norm          float      0.0         L2 bound on a store's (or the ag
                                                 norm honest DP-SGD can produce,
                                                 fedcrm.server.update_bounds)
 secagg-clipping-range    float      8.0         SecAgg+ quantisation range for update values
+secagg-max-shares        int        15          SecAgg+ neighbours per store: every store when
+                                                there are at most this many, else this many
+                                                (odd; linear cost per round in the stores)
 node-timeout             float      300.0       seconds to wait for stores and replies
 preference               bool       true        also train the category preference model (when
                                                 the chain declares a category taxonomy)
@@ -114,6 +117,7 @@ class FederationConfig:
     eval_fraction: float = field(default=0.2, metadata={"key": "eval-fraction"})
     max_update_norm: float = field(default=0.0, metadata={"key": "max-update-norm"})
     secagg_clipping_range: float = field(default=8.0, metadata={"key": "secagg-clipping-range"})
+    secagg_max_shares: int = field(default=15, metadata={"key": "secagg-max-shares"})
     node_timeout: float = field(default=300.0, metadata={"key": "node-timeout"})
     preference: bool = field(default=True, metadata={"key": "preference"})
     preference_rounds: int = field(default=0, metadata={"key": "preference-rounds"})
@@ -198,6 +202,8 @@ class FederationConfig:
                 f"max-update-norm must be >= 0 (0: from each store's plan; got "
                 f"{self.max_update_norm})"
             )
+        if self.secagg_max_shares < 3:
+            raise ConfigError(f"secagg-max-shares must be >= 3 (got {self.secagg_max_shares})")
         if self.aggregation not in AGGREGATIONS:
             raise ConfigError(
                 f"aggregation must be one of {AGGREGATIONS} (got {self.aggregation!r})"
@@ -247,6 +253,17 @@ class FederationConfig:
     def to_run_config(self) -> dict[str, bool | int | float | str]:
         """The flat kebab-case mapping (all keys), e.g. for ``--run-config`` or the apps."""
         return {f.metadata["key"]: getattr(self, f.name) for f in fields(self)}
+
+    def secagg_num_shares(self, stores: int) -> int | float:
+        """SecAgg+ ``num_shares`` for a round of ``stores``: 1.0 (every store shares its keys
+        with every other) up to ``secagg-max-shares`` stores, else that many neighbours (made
+        odd, as the protocol wants). With all-to-all sharing each store's work grows with the
+        stores and a round's with their square; with a fixed neighbourhood both are linear.
+        A store's masks then need the collusion of a reconstruction-threshold share (0.67) of
+        its neighbours, not of all stores, to be removed."""
+        if stores <= self.secagg_max_shares:
+            return 1.0
+        return self.secagg_max_shares | 1
 
     @property
     def analytics_query_names(self) -> list[str]:
