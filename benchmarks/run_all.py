@@ -12,6 +12,11 @@ BENCHMARKS = (
     "benchmarks.bench_demo",
     "benchmarks.bench_preference",
     "benchmarks.bench_analytics",
+    "benchmarks.bench_privacy_audit",
+    "benchmarks.bench_cost",
+    "benchmarks.bench_scale",
+    "benchmarks.bench_realdata",
+    "benchmarks.bench_deployment",
 )
 
 
