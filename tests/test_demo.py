@@ -49,25 +49,19 @@ def test_demo_generates_trains_scores_and_summarises(tmp_path: Path):
     assert again.exit_code == 1 and "finished run" in again.output  # nothing overwritten
 
 
-def test_fresh_never_replaces_data_fedcrm_did_not_generate(tmp_path: Path, make_store):
-    store = make_store("imported_store")  # a store directory, as `fedcrm import` writes them
-    before = sorted(p.name for p in store.parent.iterdir())
-    result = runner.invoke(
-        app, ["demo", "--fresh", "--out", str(tmp_path / "run"), "--data", str(store.parent)]
-    )
-    assert result.exit_code == 1
-    assert "not a generated synthetic chain" in result.output
-    assert sorted(p.name for p in store.parent.iterdir()) == before
-
-
-def test_fresh_never_replaces_an_imported_chain_that_declares_its_categories(
-    tmp_path: Path, make_store
+@pytest.mark.parametrize(
+    "manifest",
+    # a store directory, as `fedcrm import` writes them; an imported chain that declares its
+    # categories in chain.json (fedcrm.data.completejourney): only the synthetic generator's
+    # manifest lets --fresh replace a chain
+    [None, '{"source": "fedcrm.data.completejourney", "categories": ["a"]}'],
+)
+def test_fresh_never_replaces_data_fedcrm_did_not_generate(
+    tmp_path: Path, make_store, manifest: str | None
 ):
-    """An imported chain (e.g. fedcrm.data.completejourney) writes chain.json too, for its
-    category taxonomy: only the synthetic generator's manifest lets --fresh replace it."""
     store = make_store("imported_store")
-    manifest = store.parent / "chain.json"
-    manifest.write_text('{"source": "fedcrm.data.completejourney", "categories": ["a"]}', "utf-8")
+    if manifest is not None:
+        (store.parent / "chain.json").write_text(manifest, encoding="utf-8")
     before = sorted(p.name for p in store.parent.iterdir())
     result = runner.invoke(
         app, ["demo", "--fresh", "--out", str(tmp_path / "run"), "--data", str(store.parent)]
