@@ -899,8 +899,8 @@ def markdown(result: dict[str, Any]) -> str:
         "norms from activations x output gradients, coefficients applied in the weight-gradient "
         "product — with Poisson masks drawn directly instead of Opacus' hooks, two backward "
         "passes, per-parameter accumulation and DataLoader; keep Opacus for the accounting. "
-        f"The prototype here (`one_pass_clipped_sum`) runs at {one_pass} of non-private, "
-        "against Opacus ghost clipping's clipped sum.",
+        f"The prototype here (`one_pass_clipped_sum`, its clipped sum checked against Opacus "
+        f"ghost clipping's) takes {one_pass} the non-private time (10 epochs).",
         "- Ledger check before each round: it recomputes a PRV ε from scratch (several times "
         "the round's DP-SGD). When the history is this run's plan so far, ε is below the "
         "whole plan's ε that the budget query already checked (ε grows with the steps), so "
