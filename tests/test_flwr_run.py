@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -75,18 +76,22 @@ def test_flwr_run_completes_a_small_federation(tmp_path: Path, flower_env: dict[
         f'data-dir="{chain}" run-dir="{run_dir}" num-rounds=1 expected-stores=3 '
         "lifetime-epsilon=10.0 batch-size=64"
     )
-    subprocess.run(
+    started = subprocess.run(
         ["flwr", "run", str(app_dir), "local", "--stream",
          "--federation-config", "num-supernodes=3 client-resources-num-cpus=1",
          "--run-config", run_config],
-        env=flower_env, check=True, timeout=600, capture_output=True,
+        env=flower_env, check=True, timeout=600, capture_output=True, text=True,
     )  # fmt: skip
+    run_id = re.search(r"Successfully started run (\d+)", started.stdout + started.stderr)
+    assert run_id, started.stdout[-2000:]
     listing = subprocess.run(
         ["flwr", "ls", "local", "--format", "json"],
         env=flower_env, check=True, timeout=120, capture_output=True, text=True,
     )  # fmt: skip
-    runs = json.loads(listing.stdout)["runs"]
-    assert [r["status"] for r in runs] == ["finished:completed"]  # --stream exits 0 regardless
+    # this run's status (a local SuperLink already running on the default port may list
+    # others); --stream exits 0 regardless, the status is the verdict
+    status = {r["run-id"]: r["status"] for r in json.loads(listing.stdout)["runs"]}
+    assert status[run_id.group(1)] == "finished:completed"
 
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     card = json.loads((run_dir / "model" / "model_card.json").read_text(encoding="utf-8"))
