@@ -546,7 +546,6 @@ def _median_phases(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def federation_overhead(
     chain: Path, data: list[Any], prep_seconds: list[float], args: argparse.Namespace
 ) -> dict[str, Any]:
-    from fedcrm.server.baselines import train_centralized
 
     x = np.concatenate([d.x_train for d in data])
     y = np.concatenate([d.y_train for d in data])
@@ -554,19 +553,7 @@ def federation_overhead(
     torch.set_num_threads(1)
     central = []
     for rep in range(args.repeats):
-        model = _model(args.fed_model, x.shape[1], rep)
-        began = time.perf_counter()
-        train_centralized(
-            model,
-            x,
-            y,
-            criterion=nn.BCEWithLogitsLoss(),
-            epochs=epochs,
-            learning_rate=LEARNING_RATE,
-            batch_size=BATCH,
-            seed=rep,
-        )
-        central.append(time.perf_counter() - began)
+        central.append(time_nonprivate(args.fed_model, x, y, epochs, rep))
     central_seconds = _median(central)
     overrides = {"preference": False, "secagg": True, "model": args.fed_model}
     runs = []

@@ -368,6 +368,27 @@ class _Writer:
         self.entries.append(_Entry(rel, kind, owner, secret, algorithm, fingerprint, extra))
 
 
+def _key_and_certificate(
+    writer: _Writer,
+    paths: tuple[str, str],
+    key: ec.EllipticCurvePrivateKey,
+    cert: x509.Certificate,
+    *,
+    kind: str,
+    owner: str,
+    **facts: Any,
+) -> None:
+    """An ECDSA private key (secret) and its certificate, with their inventory entries."""
+    public = key.public_key()
+    writer.file(paths[0], _pkcs8(key), kind=f"{kind}-private-key", owner=owner, secret=True,
+                algorithm="ECDSA P-256", public_key=public)  # fmt: skip
+    writer.file(
+        paths[1], cert.public_bytes(serialization.Encoding.PEM), kind=f"{kind}-certificate",
+        owner=owner, secret=False, algorithm="ECDSA P-256 / SHA-256", public_key=public,
+        **facts, **_cert_facts(cert),
+    )  # fmt: skip
+
+
 def _audit_pair(writer: _Writer, base: str, owner: str) -> None:
     from fedcrm.audit.keys import public_key_id
 
@@ -466,50 +487,14 @@ def _build(
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = _ca_certificate(ca_key, now, days)
-    ca_pub = ca_key.public_key()
-    w.file(
-        CA_KEY,
-        _pkcs8(ca_key),
-        kind="ca-private-key",
-        owner="ca",
-        secret=True,
-        algorithm="ECDSA P-256",
-        public_key=ca_pub,
-    )
-    w.file(
-        CA_CERT,
-        ca_cert.public_bytes(serialization.Encoding.PEM),
-        kind="ca-certificate",
-        owner="ca",
-        secret=False,
-        algorithm="ECDSA P-256 / SHA-256",
-        public_key=ca_pub,
-        **_cert_facts(ca_cert),
-    )
+    _key_and_certificate(w, (CA_KEY, CA_CERT), ca_key, ca_cert, kind="ca", owner="ca")
 
     server_key = ec.generate_private_key(ec.SECP256R1())
     server_cert = _server_certificate(server_key, ca_key, ca_cert, hosts, ips, now, days)
-    server_pub = server_key.public_key()
-    w.file(
-        SERVER_KEY,
-        _pkcs8(server_key),
-        kind="tls-private-key",
-        owner="superlink",
-        secret=True,
-        algorithm="ECDSA P-256",
-        public_key=server_pub,
-    )
-    w.file(
-        SERVER_CERT,
-        server_cert.public_bytes(serialization.Encoding.PEM),
-        kind="tls-certificate",
-        owner="superlink",
-        secret=False,
-        algorithm="ECDSA P-256 / SHA-256",
-        public_key=server_pub,
+    _key_and_certificate(
+        w, (SERVER_KEY, SERVER_CERT), server_key, server_cert, kind="tls", owner="superlink",
         sans={"dns": list(hosts), "ip": [str(ip) for ip in ips]},
-        **_cert_facts(server_cert),
-    )
+    )  # fmt: skip
 
     for store in stores:
         owner = f"store:{store}"
