@@ -86,6 +86,8 @@ LIMITATIONS = (
 
 #: How often the coordinator asks the SuperLink for replies it is waiting for.
 REPLY_POLL_SECONDS = 0.2
+#: The first wait between pulls of an exchange; it doubles up to REPLY_POLL_SECONDS.
+FIRST_POLL_SECONDS = 0.01
 
 
 class FederationAborted(FedcrmError):
@@ -93,14 +95,15 @@ class FederationAborted(FedcrmError):
 
 
 class _StoppableGrid(Grid):
-    """A Grid that polls for replies every ``poll`` seconds and gives up waiting as soon as
-    ``stop`` is set.
+    """A Grid that polls for replies at most every ``poll`` seconds (starting at
+    ``FIRST_POLL_SECONDS`` and doubling) and gives up waiting as soon as ``stop`` is set.
 
     Flower's deployment Grid sleeps 3 s between pulls of replies, which adds up to 3 s to
-    every exchange (a SecAgg+ round is four); this one asks again after ``poll`` through the
-    same public ``pull_messages``. Flower's simulation runs the ServerApp in a non-daemon
-    thread that keeps waiting for replies after the simulation engine has crashed; ``stop``
-    ends it promptly instead.
+    every exchange (a SecAgg+ round is four); this one asks again after 0.01 s, 0.02 s, …
+    up to ``poll`` through the same public ``pull_messages``, and starts over whenever
+    replies came. Flower's simulation runs the ServerApp in a non-daemon thread that keeps
+    waiting for replies after the simulation engine has crashed; ``stop`` ends it promptly
+    instead.
     """
 
     def __init__(
@@ -144,12 +147,15 @@ class _StoppableGrid(Grid):
         pending = set(self.push_messages(messages))
         deadline = None if timeout is None else time.monotonic() + timeout
         replies: list[Message] = []
+        delay = min(FIRST_POLL_SECONDS, self._poll)
         while pending and (deadline is None or time.monotonic() < deadline):
             got = list(self.pull_messages(pending))
             replies.extend(got)
             pending -= {m.metadata.reply_to_message_id for m in got}
             if pending:
-                time.sleep(self._poll)
+                # back off from FIRST_POLL_SECONDS to ``poll``; start over when replies came
+                delay = min(FIRST_POLL_SECONDS, self._poll) if got else min(2 * delay, self._poll)
+                time.sleep(delay)
         return replies
 
     def _check(self) -> None:
