@@ -1,6 +1,7 @@
 """Benchmark the accuracy of federated DP analytics: released answer vs the exact pooled answer.
 
     python -m benchmarks.bench_analytics [--reps 200] [--k 20] [--no-federated-run]
+    python -m benchmarks.bench_analytics --render-only
 
 On the demo chain (``fedcrm generate``'s default: 8 stores, 2,000 customers per store on
 average, seed 7), generated into a temporary directory:
@@ -25,7 +26,9 @@ average, seed 7), generated into a temporary directory:
 
 Relative error: |released − exact| / exact over released cells with exact > 0. Released cells
 whose exact count is 0 have none and are counted apart (``released_empty_cells_per_rep``).
-Writes ``benchmarks/results/analytics.json`` and prints a compact summary.
+Writes ``benchmarks/results/analytics.json``, ``analytics.md`` (relative error per query x ε)
+and ``analytics.png`` (relative error against ε, log axes, and the released share), and prints
+a compact summary (``--render-only``: only the .md and .png, from the JSON already there).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import reporting
 from fedcrm.analytics.mechanism import discrete_gaussian, plan_noise
 from fedcrm.analytics.plan import QueryPlan, context_to_json
 from fedcrm.analytics.release import NOISE_FLOOR_STDS, suppression_threshold
@@ -55,7 +59,8 @@ from fedcrm.server.analytics import query_context_for
 from fedcrm.server.run_config import FederationConfig
 from fedcrm.synthetic.chain import ChainParams, generate_chain
 
-RESULTS = Path(__file__).resolve().parent / "results" / "analytics.json"
+NAME = "analytics"
+RESULTS, MARKDOWN, PLOT = reporting.paths(NAME)
 QUERIES = (
     "lifecycle_funnel",
     "value_by_lifecycle",
@@ -349,6 +354,244 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _rows(result: dict[str, Any], name: str, stores: int) -> list[dict[str, Any]]:
+    """The Monte Carlo rows of query ``name`` with ``stores`` stores, by ε."""
+    rows = [r for r in result["queries"][name]["results"] if r["stores"] == stores]
+    return sorted(rows, key=lambda r: r["epsilon"])
+
+
+def _all_stores(result: dict[str, Any]) -> int:
+    return max(result["parameters"]["store_counts"])
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The Markdown report of an ``analytics`` result: relative error per query x ε."""
+    par = result["parameters"]
+    n_all = _all_stores(result)
+    within = par["within"]
+    cpus = result["machine"]["cpus"]
+    header = reporting.run_header(result, "benchmarks.bench_analytics", cpus=cpus)
+    lines = [
+        "# Federated DP analytics: relative error against ε",
+        "",
+        header
+        + f" Finished {result['date']}; seconds: "
+        + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result["seconds"].items())
+        + ".",
+        "",
+        f"The demo chain ({par['chain']['stores']} stores, {par['chain']['customers_per_store']:,} "
+        f"customers per store on average, seed {par['chain']['seed']}). Monte Carlo of the "
+        f"release, {par['repetitions']} repetitions per ε: each store adds discrete Gaussian "
+        "noise (OpenDP) for its per-store ε to its exact counts, the noisy vectors are summed "
+        f"(as SecAgg+ does exactly) and cells below max(k = {par['k']}, "
+        f"{par['noise_floor_stds']:g} σ_tot) are suppressed. Relative error: "
+        f"{par['relative_error']}. ε is each store's ε for the query (δ = the store's default).",
+        "",
+        f"## All {n_all} stores",
+        "",
+        "Relative error over the released cells (median / p95 / max over cells x repetitions); "
+        f"released: share of cells x repetitions released; all ≤ {within:.0%}: share of "
+        f"repetitions whose every released cell is within {within:.0%}.",
+        "",
+    ]
+    table_rows = []
+    for name, query in result["queries"].items():
+        for r in _rows(result, name, n_all):
+            table_rows.append(
+                (
+                    f"{name} ({query['cells']} cells)",
+                    f"{r['epsilon']:g}",
+                    f"{r['noise_std_total']:.1f}",
+                    f"{r['threshold']:.1f}",
+                    reporting.pct(r["rel_err_median"], 2),
+                    reporting.pct(r["rel_err_p95"], 1),
+                    reporting.pct(r["rel_err_max"], 0),
+                    reporting.pct(r["released_share"], 1),
+                    reporting.pct(r["share_reps_all_within_5pct"], 1),
+                )
+            )
+    lines += reporting.table(
+        ["query", "ε", "σ_tot", "threshold", "median", "p95", "max", "released",
+         f"all ≤ {within:.0%}"],
+        table_rows,
+    )  # fmt: skip
+    lines += [
+        "",
+        "## Median relative error by number of stores (p95 in brackets)",
+        "",
+    ]
+    counts = par["store_counts"]
+    by_n = []
+    for name in result["queries"]:
+        for epsilon in par["epsilons_per_store"]:
+            cells = []
+            for n in counts:
+                row = next(r for r in _rows(result, name, n) if r["epsilon"] == epsilon)
+                cells.append(
+                    f"{reporting.pct(row['rel_err_median'], 2)} "
+                    f"({reporting.pct(row['rel_err_p95'], 1)})"
+                )
+            by_n.append((name, f"{epsilon:g}", *cells))
+    lines += reporting.table(["query", "ε", *(f"{n} stores" for n in counts)], by_n)
+    real = result.get("federated_run")
+    if real:
+        lines += [
+            "",
+            f"## A real federated run (SecAgg+, {real['stores']} stores, ε = "
+            f"{real['epsilon_per_store']:g}, k = {real['k']}, {real['wall_seconds']} s wall)",
+            "",
+        ]
+        real_rows = []
+        for name, r in real["results"].items():
+            if r["status"] != "released":
+                real_rows.append((name, r["status"], "—", "—", "—", "—", "—"))
+                continue
+            real_rows.append(
+                (
+                    name,
+                    f"{r['released']}/{r['cells']}",
+                    reporting.pct(r["rel_err_median"], 2),
+                    reporting.pct(r["rel_err_max"], 1),
+                    "yes" if r["all_within_5pct"] else "no",
+                    "yes" if r["noise_scales_match_monte_carlo"] else "no",
+                    f"{r['monte_carlo_quantile_of_max']:.2f}",
+                )
+            )
+        lines += reporting.table(
+            ["query", "released cells", "median", "max", f"all ≤ {within:.0%}",
+             "σ as in the Monte Carlo", "Monte Carlo quantile of its max"],
+            real_rows,
+        )  # fmt: skip
+    lines += ["", "## Findings", "", *(f"- {x}" for x in findings(result)), ""]
+    return "\n".join(lines)
+
+
+def findings(result: dict[str, Any]) -> list[str]:
+    """Plain statements read off the figures."""
+    par = result["parameters"]
+    n_all = _all_stores(result)
+    within = par["within"]
+    out = []
+    for name in result["queries"]:
+        rows = _rows(result, name, n_all)
+        good = [r for r in rows if r["rel_err_p95"] is not None and r["rel_err_p95"] <= within]
+        first, last = rows[0], rows[-1]
+        text = (
+            f"{name}: median relative error {reporting.pct(first['rel_err_median'], 2)} at ε = "
+            f"{first['epsilon']:g} → {reporting.pct(last['rel_err_median'], 2)} at ε = "
+            f"{last['epsilon']:g} ({n_all} stores); "
+        )
+        text += (
+            f"p95 within {within:.0%} from ε = {good[0]['epsilon']:g}"
+            if good
+            else f"p95 above {within:.0%} at every ε tried"
+        )
+        text += f"; released {reporting.pct(first['released_share'], 0)} → "
+        text += f"{reporting.pct(last['released_share'], 0)} of cells"
+        if last["cells_exact_zero"]:
+            cells = result["queries"][name]["cells"]
+            text += f" ({last['cells_exact_zero']} of {cells} cells are exactly 0)"
+        out.append(text + ".")
+    low = [
+        (name, r)
+        for name in result["queries"]
+        for r in _rows(result, name, n_all)
+        if r["released_share"] < 0.5 and (r["rel_err_median"] or 0) > 0.2
+    ]
+    if low:
+        name, r = low[0]
+        out.append(
+            f"Where little is released the error is of the few cells that got through: "
+            f"{name} at ε = {r['epsilon']:g} releases {reporting.pct(r['released_share'], 0)} "
+            f"of cells, with a median error of {reporting.pct(r['rel_err_median'], 0)} — cells "
+            "near the threshold pass when their noise is positive, so read the error with the "
+            "released share; 'all ≤ 5%' is vacuously true in a repetition that releases nothing."
+        )
+    n_min = min(par["store_counts"])
+    lower, other = [], []
+    for name in result["queries"]:
+        pairs = zip(_rows(result, name, n_min), _rows(result, name, n_all), strict=True)
+        if all((b["rel_err_median"] or 0) < (a["rel_err_median"] or 0) for a, b in pairs):
+            lower.append(name)
+        else:
+            other.append(name)
+    text = (
+        f"At every ε, {n_all} stores give a lower median relative error than {n_min} for "
+        f"{', '.join(lower) or 'no query'} (the noise std grows as √n, the counts about as n)"
+    )
+    if other:
+        text += (
+            f"; not for {', '.join(other)}, whose released cells differ with n (cells exactly 0 "
+            f"with {n_min} stores: "
+            + ", ".join(
+                f"{name} {_rows(result, name, n_min)[0]['cells_exact_zero']}" for name in other
+            )
+            + ")"
+        )
+    out.append(text + ".")
+    return out
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Relative error (median, p95) and released share against ε, per query (all stores)."""
+    from matplotlib.ticker import NullLocator
+
+    par = result["parameters"]
+    n_all = _all_stores(result)
+    figure = reporting.new_figure(15, 5.2)
+    ax_err, ax_p95, ax_rel = figure.subplots(1, 3)
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
+    for (name, _query), color in zip(result["queries"].items(), colors, strict=False):
+        rows = _rows(result, name, n_all)
+        eps = [r["epsilon"] for r in rows]
+        ax_err.plot(eps, [r["rel_err_median"] for r in rows], "o-", color=color, label=name)
+        ax_p95.plot(eps, [r["rel_err_p95"] for r in rows], "s--", color=color, label=name)
+        ax_rel.plot(eps, [r["released_share"] for r in rows], "o-", color=color, label=name)
+    real = result.get("federated_run")
+    if real:
+        for (name, _query), color in zip(result["queries"].items(), colors, strict=False):
+            r = real["results"].get(name)
+            if r and r["status"] == "released" and r["rel_err_median"] is not None:
+                ax_err.plot(
+                    [real["epsilon_per_store"]], [max(r["rel_err_median"], 1e-4)], "*",
+                    color=color, markersize=14, markeredgecolor="black",
+                )  # fmt: skip
+        ax_err.plot([], [], "*", color="white", markeredgecolor="black", markersize=12,
+                    label="real federated run (median)")  # fmt: skip
+    for ax, title in (
+        (ax_err, "Median relative error of released cells"),
+        (ax_p95, "95th percentile relative error"),
+    ):
+        ax.axhline(par["within"], color="grey", linestyle=":", linewidth=1)
+        ax.text(max(par["epsilons_per_store"]), par["within"] * 1.08, f"{par['within']:.0%}",
+                color="grey", fontsize=8, ha="right")  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set(xlabel="ε per store (log)", ylabel="|released − exact| / exact (log)", title=title)
+        ax.set_xticks(par["epsilons_per_store"], [f"{e:g}" for e in par["epsilons_per_store"]])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.grid(True, which="major", alpha=0.3)
+    ax_err.legend(fontsize=7)
+    ax_rel.set_xscale("log")
+    ax_rel.set_xticks(par["epsilons_per_store"], [f"{e:g}" for e in par["epsilons_per_store"]])
+    ax_rel.xaxis.set_minor_locator(NullLocator())
+    ax_rel.set_ylim(0, 1.05)
+    ax_rel.set(
+        xlabel="ε per store (log)",
+        ylabel="share of cells x repetitions released",
+        title="Released after suppression",
+    )
+    ax_rel.grid(True, alpha=0.3)
+    ax_rel.legend(fontsize=7)
+    figure.suptitle(
+        f"Federated DP analytics, {n_all} stores: Monte Carlo of the release "
+        f"({par['repetitions']} reps, discrete Gaussian per store, suppressed below max(k = "
+        f"{par['k']}, {par['noise_floor_stds']:g} σ_tot)); {result['machine']['cpus']} CPUs",
+        fontsize=10,
+    )
+    reporting.save_figure(figure, path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=200)
@@ -357,11 +600,18 @@ def main() -> None:
     parser.add_argument(
         "--no-federated-run", action="store_true", help="Skip the real federated run."
     )
+    parser.add_argument(
+        "--render-only", action="store_true", help="Re-render the .md and .png from the JSON."
+    )
     args = parser.parse_args()
+    if args.render_only:
+        reporting.render_existing(NAME, markdown, plot)
+        return
     params = ChainParams(stores=max(STORE_COUNTS), customers_per_store=2000, seed=args.seed)
-    result = run(args.reps, args.k, not args.no_federated_run, params)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    with reporting.RunInfo("benchmarks.bench_analytics") as info:
+        result = run(args.reps, args.k, not args.no_federated_run, params)
+    result["run"] = info.summary()
+    reporting.write_report(NAME, result, markdown, plot)
     print("\n".join(summary_lines(result)))
 
 

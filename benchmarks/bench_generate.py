@@ -1,12 +1,14 @@
 """Benchmark `fedcrm generate`: a synthetic chain of about a million transactions.
 
     python -m benchmarks.bench_generate [--transactions 1000000] [--stores 8] [--format parquet]
+    python -m benchmarks.bench_generate --render-only
 
 A small pilot chain measures transactions per customer for the seed; the measured run is
 then sized to about ``--transactions`` lines and generated (and written) into a temporary
 directory. Reports wall time, transactions and rows per second, peak resident memory
-(``ru_maxrss``; the memory in use before the run is reported beside it) and size on disk,
-and writes the result to ``benchmarks/results/generate.json``.
+(``ru_maxrss``; the memory in use before the run is reported beside it) and size on disk.
+Writes ``benchmarks/results/generate.json``, ``generate.md`` and ``generate.png``
+(``--render-only``: only the last two, from the JSON already there).
 """
 
 from __future__ import annotations
@@ -19,15 +21,17 @@ import resource
 import tempfile
 import time
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
+from benchmarks import reporting
 from fedcrm.data.store import TableFormat
 from fedcrm.synthetic.chain import ChainParams, generate_chain
 
-RESULTS = Path(__file__).resolve().parent / "results" / "generate.json"
+NAME = "generate"
+RESULTS, MARKDOWN, PLOT = reporting.paths(NAME)
 PILOT_CUSTOMERS_PER_STORE = 300
 
 
@@ -95,18 +99,128 @@ def run(
     }
 
 
+def _phases(result: dict[str, Any]) -> dict[str, float]:
+    """The generator's wall seconds split at its first and last store's progress report."""
+    total = float(result["seconds"])
+    in_stores = result.get("seconds_in_stores")
+    if in_stores is None:
+        return {"generate_chain": total}
+    return {
+        "the stores (generate + write)": float(in_stores),
+        "outside the stores": max(0.0, total - float(in_stores)),
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The Markdown report of a ``generate`` result."""
+    rows = result["rows_by_table"]
+    total_rows = result["total_rows"]
+    bytes_per_row = result["output_mb"] * 1e6 / total_rows
+    growth = result["peak_rss_mb"] - result["rss_before_mb"]
+    lines = [
+        "# Generating a synthetic chain",
+        "",
+        reporting.run_header(result, "benchmarks.bench_generate"),
+        "",
+        f"`generate_chain`: {result['stores']} stores x {result['customers_per_store']:,} "
+        f"customers (sized from a pilot chain's {result['pilot_transactions_per_customer']} "
+        f"transactions per customer to about {result['target_transactions']:,} transactions), "
+        f"{result['format']}, seed {result['seed']}; Python {result['python']}, numpy "
+        f"{result['numpy']}, pandas {result['pandas']}.",
+        "",
+        *reporting.table(
+            ["measure", "value"],
+            [
+                ("wall seconds (generate and write)", reporting.fmt(result["seconds"])),
+                ("— generating and writing the stores", reporting.fmt(result["seconds_in_stores"])),
+                ("transactions per second", reporting.fmt(result["transactions_per_second"])),
+                ("rows per second (all tables)", reporting.fmt(result["rows_per_second"])),
+                ("peak RSS MB (`ru_maxrss`)", reporting.fmt(result["peak_rss_mb"], 1)),
+                ("RSS MB before the run", reporting.fmt(result["rss_before_mb"], 1)),
+                ("size on disk MB", reporting.fmt(result["output_mb"], 1)),
+                ("bytes on disk per row", reporting.fmt(bytes_per_row, 1)),
+            ],
+        ),
+        "",
+        *reporting.table(
+            ["table", "rows", "share of rows"],
+            [
+                (name, reporting.fmt(count), reporting.pct(count / total_rows))
+                for name, count in rows.items()
+            ]
+            + [("**all**", reporting.fmt(total_rows), "100.0%")],
+        ),
+        "",
+        "## Findings",
+        "",
+        f"- {result['transactions']:,} transactions ({total_rows:,} rows in all tables) in "
+        f"{result['seconds']} s: {result['transactions_per_second']:,} transactions/s, "
+        f"{result['rows_per_second']:,} rows/s on one process.",
+        f"- Peak resident memory {result['peak_rss_mb']} MB, {growth:.0f} MB above the "
+        f"{result['rss_before_mb']} MB in use before the run (`ru_maxrss` is the process's "
+        "peak, so the pilot chain's generation counts in the baseline).",
+        f"- {result['output_mb']} MB on disk ({result['format']}), {bytes_per_row:.0f} bytes "
+        "per row.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Rows per table, the wall-time split and the memory of a ``generate`` result."""
+    figure = reporting.new_figure(14, 4.2)
+    ax_rows, ax_time, ax_mem = figure.subplots(1, 3)
+    rows = result["rows_by_table"]
+    bars = ax_rows.bar(list(rows), list(rows.values()), color="tab:blue")
+    reporting.label_bars(ax_rows, bars, [f"{v:,}" for v in rows.values()])
+    ax_rows.set(ylabel="rows", title=f"Rows per table ({result['total_rows']:,} in all)")
+    ax_rows.margins(y=0.15)
+
+    phases = _phases(result)
+    bars = ax_time.bar(list(phases), list(phases.values()), color=["tab:green", "tab:gray"])
+    reporting.label_bars(ax_time, bars, [f"{v:.2f} s" for v in phases.values()])
+    ax_time.set(
+        ylabel="seconds",
+        title=f"Wall time: {result['seconds']} s, {result['rows_per_second']:,} rows/s",
+    )
+    ax_time.tick_params(axis="x", labelsize=8)
+    ax_time.margins(y=0.15)
+
+    memory = {"RSS before the run": result["rss_before_mb"], "peak RSS": result["peak_rss_mb"]}
+    bars = ax_mem.bar(list(memory), list(memory.values()), color=["tab:gray", "tab:red"])
+    reporting.label_bars(ax_mem, bars, [f"{v:.0f} MB" for v in memory.values()])
+    ax_mem.set(ylabel="MB (ru_maxrss)", title=f"Memory; {result['output_mb']} MB on disk")
+    ax_mem.margins(y=0.15)
+    figure.suptitle(
+        f"fedcrm generate: {result['stores']} stores x {result['customers_per_store']:,} "
+        f"customers, {result['transactions']:,} transactions ({result['format']}); "
+        f"{result['cpus']} CPUs",
+        fontsize=10,
+    )
+    reporting.save_figure(figure, path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--transactions", type=int, default=1_000_000)
     parser.add_argument("--stores", type=int, default=8)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--format", choices=("parquet", "csv"), default="parquet")
+    parser.add_argument(
+        "--render-only", action="store_true", help="Re-render the .md and .png from the JSON."
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="fedcrm-bench-generate-") as tmp:
+    if args.render_only:
+        reporting.render_existing(NAME, markdown, plot)
+        return
+    with (
+        reporting.RunInfo("benchmarks.bench_generate") as info,
+        tempfile.TemporaryDirectory(prefix="fedcrm-bench-generate-") as tmp,
+    ):
         fmt = cast(TableFormat, args.format)
         result = run(args.transactions, args.stores, args.seed, fmt, Path(tmp))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    result["run"] = info.summary()
+    reporting.write_report(NAME, result, markdown, plot)
     print(json.dumps(result, indent=2))
 
 
